@@ -1,0 +1,185 @@
+"""The ``profiling`` command: one subcommand per stage, plus run, demo, generate and sql.
+
+Parses arguments, loads and validates the config once, builds the session and
+calls the library. Errors a user can fix (config, input, missing stage output)
+print one line and exit 2 instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from profiling.config import ProfilingConfig, load_config, parse_overrides, parse_snapshot_date
+from profiling.exceptions import ConfigError, ProfilingError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Batch user profiles from behaviour, preference and social logs on Spark.")
+log = logging.getLogger("profiling")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default conf/default.yaml)")]
+WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Folder for tables, catalog, MLflow store, checkpoints")]
+DateOpt = Annotated[Optional[str], typer.Option("--snapshot-date", help="YYYY-MM-DD (default: today, UTC)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.epochs=5")]
+InputOpt = Annotated[Optional[Path], typer.Option("--input", help="Folder with behaviour/preference/social/items logs")]
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for noisy in ("py4j", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config(config: Path | None, workdir: Path | None, sets: list[str] | None, input_dir: Path | None = None):
+    overrides = parse_overrides(sets)
+    if workdir is not None:
+        overrides["workdir"] = str(workdir)
+    if input_dir is not None:
+        overrides.setdefault("input", {})["dir"] = str(input_dir)
+    return load_config(config, overrides)
+
+
+def _session(cfg: ProfilingConfig):
+    from profiling.spark import build_spark_session
+
+    return build_spark_session(cfg)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the logs to")],
+    users: Annotated[int, typer.Option(help="Number of users")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 7,
+) -> None:
+    """Write synthetic logs with planted interests (and ground_truth.csv.gz) in the input layout."""
+    from profiling.generate import generate_logs
+
+    counts = generate_logs(out, users=users, seed=seed)
+    typer.echo(json.dumps({"out": str(out), **counts}))
+
+
+@app.command()
+def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
+           set_: SetOpt = None, input_dir: InputOpt = None) -> None:
+    """Validate the logs into Delta tables; rejected rows go to the quarantine table."""
+    from profiling.pipeline import run_ingest
+
+    cfg = _config(config, workdir, set_, input_dir)
+    result = run_ingest(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    typer.echo(json.dumps({s: vars(c) for s, c in result.counts.items()}))
+
+
+@app.command()
+def sequences(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
+              set_: SetOpt = None) -> None:
+    """Build one time-ordered multidimensional event sequence per user."""
+    from profiling.pipeline import run_sequences
+
+    cfg = _config(config, workdir, set_)
+    result = run_sequences(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    typer.echo(json.dumps({"users": result.users}))
+
+
+@app.command()
+def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
+          set_: SetOpt = None) -> None:
+    """Train the encoder with TorchDistributor and register it in MLflow."""
+    from profiling.pipeline import run_train
+
+    cfg = _config(config, workdir, set_)
+    result = run_train(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    typer.echo(json.dumps({"model_version": result.model_version, "best_epoch": result.best_epoch + 1,
+                           "metrics": result.metrics}))
+
+
+@app.command()
+def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
+          set_: SetOpt = None,
+          model_version: Annotated[Optional[str], typer.Option(help="Registered version (default: @current)")] = None
+          ) -> None:
+    """Score every user and write the profile tables."""
+    from profiling.pipeline import run_infer
+
+    cfg = _config(config, workdir, set_)
+    result = run_infer(_session(cfg), cfg, parse_snapshot_date(snapshot_date), model_version)
+    typer.echo(json.dumps({"users": result.users, "model_version": result.model_version}))
+
+
+@app.command()
+def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
+        set_: SetOpt = None, input_dir: InputOpt = None) -> None:
+    """Run every stage: ingest, sequences, train, infer."""
+    from profiling.pipeline import run_pipeline
+
+    cfg = _config(config, workdir, set_, input_dir)
+    result = run_pipeline(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    typer.echo(json.dumps({"mlflow_run_id": result.run_id, "users": result.infer.users,
+                           "model_version": result.infer.model_version}))
+
+
+@app.command()
+def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
+         set_: SetOpt = None, users: Annotated[int, typer.Option(help="Synthetic users")] = 3000) -> None:
+    """Generate synthetic logs, run the whole pipeline on them and print a summary."""
+    from profiling.demo import print_summary
+    from profiling.generate import generate_logs
+    from profiling.pipeline import run_pipeline
+
+    cfg = _config(config, workdir or Path("work/demo"), set_)
+    data = cfg.workdir_path / "input"
+    generate_logs(data, users=users)
+    cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"dir": str(data)})})
+    spark = _session(cfg)
+    date = parse_snapshot_date(snapshot_date)
+    result = run_pipeline(spark, cfg, date)
+    print_summary(spark, cfg, date, result)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="Spark SQL, e.g. SELECT * FROM profiling.user_interest_weights")],
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
+    format_: Annotated[str, typer.Option("--format", help="json (one object per row) or table")] = "table",
+    limit: Annotated[int, typer.Option(help="Rows shown with --format table")] = 50,
+) -> None:
+    """Run Spark SQL against the profiling catalog."""
+    if format_ not in ("json", "table"):
+        raise ConfigError(f"--format {format_!r}: expected json or table")
+    cfg = _config(config, workdir, set_ + ["spark.show_progress=false"] if set_ else ["spark.show_progress=false"])
+    df = _session(cfg).sql(query)
+    if format_ == "json":
+        for line in df.toJSON().toLocalIterator():
+            sys.stdout.write(line + "\n")
+    else:
+        df.show(limit, truncate=80)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _setup_logging()
+    try:
+        app(args=argv, prog_name="profiling", standalone_mode=False)
+    except ProfilingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # noqa: BLE001 - click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

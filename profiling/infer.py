@@ -1,0 +1,137 @@
+"""Infer stage: score every user in a distributed pass and write the profile tables.
+
+``mapInPandas`` feeds Arrow batches of ``user_sequences`` to Python workers;
+each worker loads the registered encoder from MLflow once and keeps it for the
+batches that follow. One pass produces both tables: ``user_profile_embeddings``
+and the long-format ``user_interest_weights`` (category, event_type and source
+weights: the encoder's event importance summed per key; they sum to 1 per user
+and dimension).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from profiling.config import ProfilingConfig
+from profiling.tables import TableVersion, read_snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+WEIGHT_DIMENSIONS = ("category", "event_type", "source")
+SCORED_SCHEMA = (
+    "user_id string, embedding array<float>, interest_embeddings array<array<float>>, "
+    "interest_weights array<float>, "
+    "dimension_weights array<struct<dimension:string,key:string,weight:double,rank:int>>"
+)
+_MODELS: dict[str, object] = {}
+
+
+@dataclass
+class InferResult:
+    users: int
+    model_version: str
+    read: list[TableVersion] = field(default_factory=list)
+    written: list[TableVersion] = field(default_factory=list)
+
+
+def _load_model(tracking_uri: str, model_uri: str):
+    """Once per Python worker: the registered encoder, on the CPU, in eval mode."""
+    if model_uri not in _MODELS:
+        import mlflow.pytorch
+        import torch
+
+        torch.set_num_threads(1)
+        mlflow.set_tracking_uri(tracking_uri)
+        _MODELS[model_uri] = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
+    return _MODELS[model_uri]
+
+
+def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, dict[int, str]]) -> list[dict]:
+    length = int(row["length"])
+    out = []
+    for dim in WEIGHT_DIMENSIONS:
+        idx = np.asarray(row[dim][:length], dtype=np.int64)
+        if length == 0:
+            continue
+        mass = np.bincount(idx, weights=importance[:length])
+        mass[:2] = 0.0  # padding and "<none>" (e.g. a category on a demographic event) carry no key
+        keys = np.flatnonzero(mass > 0)
+        order = keys[np.argsort(-mass[keys], kind="stable")]
+        total = mass.sum()
+        for rank, key in enumerate(order, start=1):
+            out.append({"dimension": dim, "key": names[dim].get(int(key), "<none>"),
+                        "weight": float(mass[key] / total), "rank": rank})
+    return out
+
+
+def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[int, str]], batch_size: int):
+    """The function ``mapInPandas`` runs: sequences in, profiles out."""
+
+    def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import torch
+
+        from profiling.model.inputs import collate, profile_window
+
+        model = _load_model(tracking_uri, model_uri)
+        for frame in frames:
+            for start in range(0, len(frame), batch_size):
+                part = frame.iloc[start:start + batch_size]
+                rows = [r for _, r in part.iterrows()]
+                batch = collate([profile_window(r) for r in rows])
+                with torch.no_grad():
+                    out = {k: v.numpy() for k, v in model(batch).items()}
+                yield pd.DataFrame({
+                    "user_id": part["user_id"].to_numpy(),
+                    "embedding": list(out["embedding"].astype(np.float32)),
+                    "interest_embeddings": [list(v) for v in out["interest_embeddings"].astype(np.float32)],
+                    "interest_weights": list(out["interest_weights"].astype(np.float32)),
+                    "dimension_weights": [
+                        _dimension_weights(r, out["event_importance"][i], names) for i, r in enumerate(rows)
+                    ],
+                })
+
+    return score
+
+
+def infer_profiles(
+    spark: SparkSession,
+    config: ProfilingConfig,
+    snapshot_date: dt.date,
+    model_version: str,
+    run_id: str,
+) -> InferResult:
+    """Write ``user_profile_embeddings`` and ``user_interest_weights`` for ``snapshot_date``."""
+    sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
+    vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
+    names: dict[str, dict[int, str]] = {d: {} for d in WEIGHT_DIMENSIONS}
+    for r in vocab.where(F.col("dimension").isin(*WEIGHT_DIMENSIONS)).select("dimension", "key", "idx").collect():
+        names[r["dimension"]][r["idx"]] = r["key"]
+    model_uri = f"models:/{config.mlflow.registered_model}/{model_version}"
+    scored = sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
+                              "value_bucket").mapInPandas(
+        score_partitions(config.tracking_uri, model_uri, names, config.infer.batch_size), SCORED_SCHEMA
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    stamp = F.current_timestamp()
+    embeddings = scored.select(
+        "user_id", "embedding", "interest_embeddings", "interest_weights",
+        F.lit(model_version).alias("model_version"), F.lit(run_id).alias("mlflow_run_id"),
+        stamp.alias("computed_at"),
+    )
+    v_emb = write_snapshot(spark, config, "user_profile_embeddings", embeddings, snapshot_date, run_id)
+    weights = scored.select("user_id", F.explode("dimension_weights").alias("w")).select(
+        "user_id", "w.dimension", "w.key", "w.weight", "w.rank", F.lit(model_version).alias("model_version")
+    )
+    v_w = write_snapshot(spark, config, "user_interest_weights", weights, snapshot_date, run_id)
+    users = scored.count()
+    scored.unpersist()
+    log.info("scored %d users with %s", users, model_uri)
+    return InferResult(users, model_version, read=[seq_version, vocab_version], written=[v_emb, v_w])

@@ -1,0 +1,1 @@
+"""The profile encoder and its input format (PyTorch only, no Spark)."""

@@ -1,0 +1,162 @@
+"""The self-attention profile encoder (plain PyTorch; knows nothing of Spark).
+
+An event is the sum of its dimension embeddings (item, category, event type,
+source log, preference attribute, time-gap bucket, value bucket) plus a
+position embedding. Causal multi-head self-attention layers turn the events
+into hidden states ``H``; ``H[t] @ item_embedding.T`` scores the next item
+(trained on every prefix, as in SASRec).
+
+The multi-interest head (ComiRec-SA) reads the same states: K attention
+distributions ``A[k, t]`` over the events give K interest vectors
+``V[k] = sum_t A[k, t] H[t]``. During training, MIND-style label-aware
+attention picks the interests that explain the target item.
+
+What a profile says (no target needed):
+
+* interest weight ``pi[k]`` = the share of the user's events that interest k
+  accounts for: the mean over events t of ``softmax_k(V[k] . H[t] / sqrt(d))``;
+* event importance ``a[t] = sum_k pi[k] A[k, t]`` (sums to 1 over the events);
+  a category's (event type's, source's) weight is the sum of ``a[t]`` over the
+  events that carry it;
+* the profile embedding is ``sum_k pi[k] V[k]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from profiling.model.inputs import FEATURES
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything needed to rebuild the encoder: vocabulary sizes and model size."""
+
+    vocab_sizes: dict[str, int]
+    max_len: int
+    dim: int = 64
+    heads: int = 2
+    layers: int = 2
+    interests: int = 4
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ProfileEncoder(nn.Module):
+    def __init__(self, spec: EncoderSpec):
+        super().__init__()
+        self.spec = spec
+        d = spec.dim
+        self.embeddings = nn.ModuleDict(
+            {name: nn.Embedding(spec.vocab_sizes[name], d, padding_idx=0) for name in FEATURES}
+        )
+        self.position = nn.Embedding(spec.max_len, d)
+        self.input_norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(spec.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d, spec.heads, dim_feedforward=4 * d, dropout=spec.dropout, activation="gelu",
+            batch_first=True, norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, spec.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        self.interest_hidden = nn.Linear(d, 4 * d, bias=False)
+        self.interest_query = nn.Linear(4 * d, spec.interests, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for emb in [*self.embeddings.values(), self.position]:
+            nn.init.normal_(emb.weight, std=0.02)
+            if emb.padding_idx is not None:
+                with torch.no_grad():
+                    emb.weight[emb.padding_idx].zero_()
+
+    @property
+    def item_embedding(self) -> torch.Tensor:
+        return self.embeddings["item"].weight
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (B, T, d) under a causal mask, and the padding mask (B, T), True = padding."""
+        item = batch["item"]
+        _, length = item.shape
+        padding = item == 0
+        # A user with no events still gets a (generic) state: let position 0 be attended.
+        padding = padding.clone()
+        padding[:, 0] = False
+        x = sum(self.embeddings[name](batch[name]) for name in FEATURES)
+        x = x + self.position(torch.arange(length, device=item.device))[None]
+        x = self.dropout(self.input_norm(x))
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=item.device), diagonal=1)
+        hidden = self.blocks(x, mask=causal, src_key_padding_mask=padding, is_causal=True)
+        return hidden, padding
+
+    def interests(self, hidden: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ComiRec-SA: attention over the visible events (B, K, T) and interest vectors (B, K, d)."""
+        scores = self.interest_query(torch.tanh(self.interest_hidden(hidden))).transpose(1, 2)
+        scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
+        attention = torch.softmax(scores, dim=-1)
+        return attention, attention @ hidden
+
+    def next_item_logits(self, states: torch.Tensor) -> torch.Tensor:
+        return states @ self.item_embedding.T
+
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-item cross-entropy on every prefix, and the label-aware multi-interest loss."""
+        hidden, _ = self.encode(batch)
+        labels = batch["labels"]
+        chosen = labels > 0
+        if chosen.any():
+            seq_loss = F.cross_entropy(self.next_item_logits(hidden[chosen]), labels[chosen])
+        else:
+            seq_loss = hidden.sum() * 0.0
+        # Interests see the events before the last labelled position's target.
+        cut = batch["interest_cut"]  # (B,) events [0, cut) are visible; target item is interest_target
+        target = batch["interest_target"]
+        rows = target > 0
+        if rows.any():
+            positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+            visible = positions < cut[:, None]
+            _, vectors = self.interests(hidden[rows], visible[rows])
+            target_vec = self.item_embedding[target[rows]]
+            choose = torch.softmax((vectors @ target_vec[:, :, None]).squeeze(-1), dim=-1)
+            user = (choose[:, :, None] * vectors).sum(1)
+            interest_loss = F.cross_entropy(self.next_item_logits(user), target[rows])
+        else:
+            interest_loss = hidden.sum() * 0.0
+        return seq_loss, interest_loss
+
+    @torch.no_grad()
+    def last_state(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The hidden state after each sequence's last event (B, d): what next-item ranking uses."""
+        hidden, _ = self.encode(batch)
+        last = (batch["lengths"] - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def profile(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Profile of each user: embedding, interests, interest weights and event importance."""
+        hidden, padding = self.encode(batch)
+        visible = ~padding
+        attention, vectors = self.interests(hidden, visible)
+        fit = torch.softmax(hidden @ vectors.transpose(1, 2) / math.sqrt(self.spec.dim), dim=-1)  # (B, T, K)
+        real = (batch["item"] != 0).float()
+        counts = real.sum(1, keepdim=True)
+        weights = (fit * real[:, :, None]).sum(1) / counts.clamp(min=1)
+        weights = torch.where(counts > 0, weights, torch.full_like(weights, 1.0 / weights.shape[1]))
+        importance = (weights[:, :, None] * attention).sum(1) * real
+        importance = importance / importance.sum(1, keepdim=True).clamp(min=1e-12)
+        embedding = (weights[:, :, None] * vectors).sum(1)
+        return {
+            "embedding": embedding,
+            "interest_embeddings": vectors,
+            "interest_weights": weights,
+            "event_importance": importance,
+        }
+
+    def forward(self, batch: dict[str, torch.Tensor], mode: str = "profile"):
+        """``mode="train"``: the two training losses; ``"profile"``: :meth:`profile`."""
+        return self.training_losses(batch) if mode == "train" else self.profile(batch)

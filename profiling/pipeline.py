@@ -1,0 +1,83 @@
+"""The stages as tracked units, and the whole pipeline.
+
+Each ``run_*`` function opens the stage's MLflow run (nested under the
+pipeline's run when there is one), calls the stage, and records what it read
+and wrote. The CLI, the spark-submit jobs and the tests all call these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from profiling import tracking
+from profiling.config import ProfilingConfig
+from profiling.infer import InferResult, infer_profiles
+from profiling.ingest import IngestResult, ingest_logs
+from profiling.sequences import SequencesResult, build_user_sequences
+
+log = logging.getLogger(__name__)
+
+
+def run_ingest(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> IngestResult:
+    with tracking.stage_run(config, "ingest", snapshot_date) as run_id:
+        result = ingest_logs(spark, config, snapshot_date, run_id)
+        tracking.record_tables(written=result.written)
+        tracking.log_metrics({f"{source}_{kind}": getattr(c, kind) for source, c in result.counts.items()
+                              for kind in ("read", "accepted", "quarantined")})
+    return result
+
+
+def run_sequences(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> SequencesResult:
+    with tracking.stage_run(config, "sequences", snapshot_date) as run_id:
+        result = build_user_sequences(spark, config, snapshot_date, run_id)
+        tracking.record_tables(read=result.read, written=result.written)
+        tracking.log_metrics({"users": result.users})
+    return result
+
+
+def run_train(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date):
+    from profiling.train.launch import train_encoder  # torch and the distributor load only when training
+
+    with tracking.stage_run(config, "train", snapshot_date) as run_id:
+        result = train_encoder(spark, config, snapshot_date, run_id)
+        tracking.record_tables(read=result.read)
+        tracking.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                              **{f"best_{k}": v for k, v in result.metrics.items()}})
+        tracking.mlflow.set_tag("model_version", result.model_version)
+    return result
+
+
+def run_infer(
+    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, model_version: str | None = None
+) -> InferResult:
+    version = model_version or tracking.current_model_version(config)
+    with tracking.stage_run(config, "infer", snapshot_date) as run_id:
+        result = infer_profiles(spark, config, snapshot_date, version, run_id)
+        tracking.record_tables(read=result.read, written=result.written)
+        tracking.log_metrics({"users_scored": result.users})
+    return result
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    ingest: IngestResult
+    sequences: SequencesResult
+    train: object
+    infer: InferResult
+
+
+def run_pipeline(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> PipelineResult:
+    """ingest -> sequences -> train -> infer, under one parent MLflow run."""
+    with tracking.pipeline_run(config, snapshot_date) as run_id:
+        ingest = run_ingest(spark, config, snapshot_date)
+        sequences = run_sequences(spark, config, snapshot_date)
+        train = run_train(spark, config, snapshot_date)
+        infer = run_infer(spark, config, snapshot_date, train.model_version)
+        tracking.log_metrics({"users_profiled": infer.users})
+    log.info("pipeline run %s done: %d users profiled for %s", run_id, infer.users, snapshot_date)
+    return PipelineResult(run_id, ingest, sequences, train, infer)

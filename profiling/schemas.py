@@ -1,0 +1,136 @@
+"""Table contracts, read from the top-level ``schemas/`` folder.
+
+``schemas/inputs.yaml`` declares the raw logs, ``schemas/tables.yaml`` every
+Delta table profiling writes. This module turns them into Spark types and
+``CREATE TABLE`` statements so no stage spells out a column list of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pyspark.sql import types as T
+
+SCHEMAS_DIR = Path(os.environ.get("PROFILING_SCHEMAS_DIR", Path(__file__).resolve().parent.parent / "schemas"))
+
+_SIMPLE = {
+    "string": T.StringType(),
+    "int": T.IntegerType(),
+    "bigint": T.LongType(),
+    "double": T.DoubleType(),
+    "float": T.FloatType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+    "boolean": T.BooleanType(),
+}
+
+
+def spark_type(name: str) -> T.DataType:
+    """Parse the small type language of the contracts: simple types and ``array<...>``."""
+    name = name.strip()
+    match = re.fullmatch(r"array<(.+)>", name)
+    if match:
+        return T.ArrayType(spark_type(match.group(1)))
+    if name not in _SIMPLE:
+        raise ValueError(f"unknown type {name!r} in {SCHEMAS_DIR}")
+    return _SIMPLE[name]
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    name: str
+    type: str  # a simple type or "ts" (unix seconds or a timestamp string)
+    required: bool
+
+
+@dataclass(frozen=True)
+class InputContract:
+    source: str
+    description: str
+    optional: bool
+    columns: tuple[InputColumn, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    comment: str
+
+
+@dataclass(frozen=True)
+class TableContract:
+    name: str
+    comment: str
+    partitioned_by: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def struct(self) -> T.StructType:
+        return T.StructType([T.StructField(c.name, spark_type(c.type), c.nullable) for c in self.columns])
+
+    def create_sql(self, qualified_name: str) -> str:
+        cols = ",\n  ".join(
+            f"`{c.name}` {c.type.upper() if '<' not in c.type else c.type}"
+            f"{'' if c.nullable else ' NOT NULL'} COMMENT {_quote(c.comment)}"
+            for c in self.columns
+        )
+        parts = f"\nPARTITIONED BY ({', '.join(self.partitioned_by)})" if self.partitioned_by else ""
+        return (
+            f"CREATE TABLE IF NOT EXISTS {qualified_name} (\n  {cols}\n) USING DELTA{parts}\n"
+            f"COMMENT {_quote(self.comment)}"
+        )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@functools.cache
+def input_contracts() -> dict[str, InputContract]:
+    raw = yaml.safe_load((SCHEMAS_DIR / "inputs.yaml").read_text())
+    return {
+        source: InputContract(
+            source=source,
+            description=spec.get("description", ""),
+            optional=bool(spec.get("optional", False)),
+            columns=tuple(
+                InputColumn(c["name"], c["type"], bool(c.get("required", False))) for c in spec["columns"]
+            ),
+        )
+        for source, spec in raw.items()
+    }
+
+
+@functools.cache
+def table_contracts() -> dict[str, TableContract]:
+    raw = yaml.safe_load((SCHEMAS_DIR / "tables.yaml").read_text())
+    return {
+        name: TableContract(
+            name=name,
+            comment=spec["comment"],
+            partitioned_by=tuple(spec.get("partitioned_by", [])),
+            columns=tuple(
+                Column(c["name"], c["type"], bool(c.get("nullable", True)), c["comment"]) for c in spec["columns"]
+            ),
+        )
+        for name, spec in raw.items()
+    }
+
+
+def table(name: str) -> TableContract:
+    return table_contracts()[name]

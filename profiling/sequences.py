@@ -1,0 +1,234 @@
+"""Sequences stage: one time-ordered, multidimensional event sequence per user.
+
+Each event carries an item, a category, an event type, the log it came from,
+a preference attribute, a time-gap bucket and a value bucket. Behaviour events
+come from the behaviour log, preference events from the preference log, and
+the social log contributes the user's circle: the items most common among the
+user's neighbours (both edge directions), as context events placed before the
+user's own events. All of it is Spark (windows and ``collect_list``), nothing
+loops on the driver.
+
+Order: ``ts`` ascending with unknown ``ts`` first, then social context, then
+preference, then behaviour, then input file order (``event_order``), so
+same-second ties keep the order of the input files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from profiling.config import ProfilingConfig
+from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS
+from profiling.tables import TableVersion, read_snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+PAD, UNKNOWN = 0, 1
+SOURCES = ("social", "preference", "behaviour")  # order = tie-break rank at equal ts
+DIMENSIONS = ("item", "category", "event_type", "source", "attribute")
+
+
+@dataclass
+class SequencesResult:
+    users: int
+    read: list[TableVersion] = field(default_factory=list)
+    written: list[TableVersion] = field(default_factory=list)
+
+
+def gap_bucket(gap: F.Column) -> F.Column:
+    """1 unknown, 2 same second, then one bucket per power of two seconds."""
+    return (
+        F.when(gap.isNull() | (gap < 0), F.lit(1))
+        .when(gap == 0, F.lit(2))
+        .otherwise(F.lit(3) + F.least(F.floor(F.log2(gap.cast("double"))).cast("int"), F.lit(GAP_BUCKETS - 4)))
+    )
+
+
+def value_bucket(value: F.Column) -> F.Column:
+    """1 none, 2-12 the integers 0-10 (ratings, counts), 13-30 powers of two above 10, 31 negative."""
+    return (
+        F.when(value.isNull(), F.lit(1))
+        .when(value < 0, F.lit(VALUE_BUCKETS - 1))
+        .when(value <= 10, F.lit(2) + F.round(value).cast("int"))
+        .otherwise(F.lit(13) + F.least(F.floor(F.log2(value)).cast("int") - 3, F.lit(VALUE_BUCKETS - 15)))
+    )
+
+
+def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> tuple[DataFrame, DataFrame, list]:
+    """All events of all users in one frame, plus the set of users, plus the versions read."""
+    behaviour, v_b = read_snapshot(spark, config, "behaviour_events", snapshot_date)
+    preference, v_p = read_snapshot(spark, config, "preference_events", snapshot_date)
+    social, v_s = read_snapshot(spark, config, "social_edges", snapshot_date)
+    items, v_i = read_snapshot(spark, config, "items", snapshot_date)
+
+    item_category = items.select("item_id", F.col("category").alias("item_category")).dropDuplicates(["item_id"])
+    behaviour_events = (
+        behaviour.join(item_category, "item_id", "left")
+        .select(
+            "user_id",
+            "item_id",
+            F.coalesce("category", "item_category").alias("category"),
+            "event_type",
+            F.lit("behaviour").alias("source"),
+            F.lit(None).cast("string").alias("attribute"),
+            "value",
+            "ts",
+            "event_order",
+        )
+    )
+    category_dims = [d.lower() for d in config.sequences.category_dimensions]
+    preference_events = preference.select(
+        "user_id",
+        F.lit(None).cast("string").alias("item_id"),
+        F.when(F.lower("dimension").isin(category_dims), F.col("key")).alias("category"),
+        F.concat(F.lit("preference:"), F.col("dimension")).alias("event_type"),
+        F.lit("preference").alias("source"),
+        F.concat_ws("=", "dimension", "key").alias("attribute"),
+        "value",
+        "ts",
+        "event_order",
+    )
+
+    # The circle: neighbours in either direction; each neighbour contributes its
+    # own most frequent items (capped first, so a popular user cannot explode the join).
+    m = config.sequences.social_context_items
+    neighbours = social.select("user_id", F.col("other_user_id").alias("neighbour"), "relation").unionByName(
+        social.select(F.col("other_user_id").alias("user_id"), F.col("user_id").alias("neighbour"), "relation")
+    ).dropDuplicates(["user_id", "neighbour"])
+    per_item = behaviour_events.groupBy("user_id", "item_id").agg(
+        F.count("*").alias("n"), F.first("category", ignorenulls=True).alias("category")
+    )
+    top_own = per_item.withColumn(
+        "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("n"), "item_id"))
+    ).where(F.col("r") <= max(m, 1))
+    circle = (
+        neighbours.join(top_own.withColumnRenamed("user_id", "neighbour"), "neighbour")
+        .groupBy("user_id", "item_id")
+        .agg(F.count("*").alias("friends"), F.first("category", ignorenulls=True).alias("category"),
+             F.first("relation").alias("relation"))
+    )
+    social_events = (
+        circle.withColumn("r", F.row_number().over(
+            Window.partitionBy("user_id").orderBy(F.desc("friends"), "item_id")))
+        .where(F.col("r") <= m)
+        .select(
+            "user_id",
+            "item_id",
+            "category",
+            F.concat(F.lit("social:"), F.col("relation")).alias("event_type"),
+            F.lit("social").alias("source"),
+            F.lit(None).cast("string").alias("attribute"),
+            F.col("friends").cast("double").alias("value"),
+            F.lit(None).cast("bigint").alias("ts"),
+            (-F.col("r")).cast("bigint").alias("event_order"),
+        )
+    )
+    events = (
+        behaviour_events.unionByName(preference_events).unionByName(social_events).withColumnRenamed("item_id", "item")
+    )
+    users = (
+        behaviour.select("user_id")
+        .union(preference.select("user_id"))
+        .union(social.select("user_id"))
+        .union(social.select(F.col("other_user_id").alias("user_id")))
+        .distinct()
+    )
+    return events, users, [v_b, v_p, v_s, v_i]
+
+
+def build_vocabularies(events: DataFrame) -> DataFrame:
+    """(dimension, key, idx, count): 0 is padding, 1 unknown/none, then by frequency, ties by key."""
+    long = events.select(
+        F.explode(F.array(*[
+            F.struct(F.lit(d).alias("dimension"), F.col(d).cast("string").alias("key")) for d in DIMENSIONS
+        ])).alias("t")
+    ).select("t.*").where(F.col("key").isNotNull())
+    counted = long.groupBy("dimension", "key").agg(F.count("*").alias("count"))
+    ranked = counted.withColumn(
+        "idx", (F.row_number().over(Window.partitionBy("dimension").orderBy(F.desc("count"), "key")) + 1).cast("int")
+    )
+    specials = events.sparkSession.createDataFrame(
+        [(d, k, i, 0) for d in DIMENSIONS for k, i in (("<pad>", PAD), ("<none>", UNKNOWN))],
+        "dimension string, key string, idx int, count bigint",
+    )
+    return ranked.select("dimension", "key", "idx", "count").unionByName(specials)
+
+
+def _index(events: DataFrame, vocab: DataFrame) -> DataFrame:
+    out = events
+    for d in DIMENSIONS:
+        lookup = vocab.where(F.col("dimension") == d).select(F.col("key").alias(d), F.col("idx").alias(f"{d}_idx"))
+        if d != "item":
+            lookup = F.broadcast(lookup)
+        out = out.join(lookup, d, "left").withColumn(f"{d}_idx", F.coalesce(f"{d}_idx", F.lit(UNKNOWN)))
+    return out
+
+
+def assemble_sequences(indexed: DataFrame, users: DataFrame, max_len: int, behaviour_idx: int) -> DataFrame:
+    """Keep each user's last ``max_len`` events and pack them into ordered arrays."""
+    source_rank = F.when(F.col("source") == "social", 0).when(F.col("source") == "preference", 1).otherwise(2)
+    order = [F.coalesce("ts", F.lit(-1)), source_rank, "event_order"]
+    latest_first = Window.partitionBy("user_id").orderBy(*[o.desc() if isinstance(o, F.Column) else F.desc(o)
+                                                           for o in order])
+    kept = indexed.withColumn("recency", F.row_number().over(latest_first)).where(F.col("recency") <= max_len)
+    in_time = Window.partitionBy("user_id").orderBy(F.desc("recency"))
+    kept = kept.withColumn("gap", F.col("ts") - F.lag("ts").over(in_time))
+    packed = kept.groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct(
+            (-F.col("recency")).alias("pos"),
+            F.col("item_idx").alias("item"),
+            F.col("category_idx").alias("category"),
+            F.col("event_type_idx").alias("event_type"),
+            F.col("source_idx").alias("source"),
+            F.col("attribute_idx").alias("attribute"),
+            gap_bucket(F.col("gap")).alias("gap_bucket"),
+            value_bucket(F.col("value")).alias("value_bucket"),
+            F.coalesce("ts", F.lit(0)).alias("ts"),
+        ))).alias("ev")
+    )
+    fields = ["item", "category", "event_type", "source", "attribute", "gap_bucket", "value_bucket", "ts"]
+    seq = packed.select("user_id", *[F.col("ev").getField(f).alias(f) for f in fields])
+    behaviour_positions = F.filter(
+        F.sequence(F.lit(0), F.size("source") - 1), lambda i: F.col("source")[i] == F.lit(behaviour_idx)
+    )
+    seq = seq.withColumn("bpos", behaviour_positions).select(
+        *[F.col(f) for f in ["user_id", *fields]],
+        F.size("item").alias("length"),
+        F.size("bpos").alias("n_behaviour"),
+        F.when(F.size("bpos") >= 3, F.element_at("bpos", -2)).otherwise(-1).alias("valid_pos"),
+        F.when(F.size("bpos") >= 3, F.element_at("bpos", -1)).otherwise(-1).alias("test_pos"),
+    )
+    empty_int = F.array().cast("array<int>")
+    return users.join(seq, "user_id", "left").select(
+        "user_id",
+        *[F.coalesce(f, empty_int if f != "ts" else F.array().cast("array<bigint>")).alias(f) for f in fields],
+        *[F.coalesce(c, F.lit(d)).alias(c) for c, d in
+          (("length", 0), ("n_behaviour", 0), ("valid_pos", -1), ("test_pos", -1))],
+    )
+
+
+def build_user_sequences(
+    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
+) -> SequencesResult:
+    """Write ``vocabularies`` and ``user_sequences`` for ``snapshot_date``."""
+    events, users, read = _events(spark, config, snapshot_date)
+    events = events.persist()
+    vocab = build_vocabularies(events).persist()
+    v_vocab = write_snapshot(spark, config, "vocabularies", vocab, snapshot_date, run_id)
+    behaviour_idx = vocab.where((F.col("dimension") == "source") & (F.col("key") == "behaviour")).select("idx").first()
+    sequences = assemble_sequences(
+        _index(events, vocab), users, config.sequences.max_len, behaviour_idx["idx"] if behaviour_idx else -1
+    ).repartition(max(config.spark.shuffle_partitions, config.train.num_processes * 2), "user_id")
+    v_seq = write_snapshot(spark, config, "user_sequences", sequences, snapshot_date, run_id)
+    users_written = spark.sql(
+        f"SELECT count(*) AS n FROM {v_seq.name} VERSION AS OF {v_seq.version} WHERE snapshot_date = '{snapshot_date}'"
+    ).first()["n"]
+    events.unpersist()
+    vocab.unpersist()
+    log.info("user_sequences: %d users for %s", users_written, snapshot_date)
+    return SequencesResult(users=users_written, read=read, written=[v_vocab, v_seq])

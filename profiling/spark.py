@@ -1,0 +1,54 @@
+"""The one place a SparkSession is built.
+
+Delta's extensions and jars (resolved from Maven Central on first start), a
+persistent catalog under ``<workdir>`` (Derby metastore + warehouse) so that
+tables registered by one command are visible to the next, UTC session time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from delta import configure_spark_with_delta_pip
+from pyspark.sql import SparkSession
+
+from profiling.config import ProfilingConfig
+
+
+def build_spark_session(config: ProfilingConfig) -> SparkSession:
+    """Create (or join) the session for this workdir's catalog."""
+    workdir = config.workdir_path
+    workdir.mkdir(parents=True, exist_ok=True)
+    local = config.spark.master.startswith("local")
+    if local:
+        # The machine's hostname may resolve to an address Spark cannot bind.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must import the same environment as the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    metastore = workdir / "metastore_db"
+    builder = (
+        SparkSession.builder.master(config.spark.master)
+        .appName(config.spark.app_name)
+        .config("spark.driver.memory", config.spark.driver_memory)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", str(workdir / "warehouse"))
+        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={metastore};create=true")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir}")
+        .config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", str(config.spark.show_progress).lower())
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
+        .enableHiveSupport()
+    )
+    if local:
+        builder = builder.config("spark.ui.enabled", "false")
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel(config.spark.log_level)
+    return spark

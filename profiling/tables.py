@@ -1,0 +1,107 @@
+"""Delta tables in the catalog: create from the contracts, write snapshots, read versions.
+
+Every snapshot write replaces the rows of one ``snapshot_date`` and nothing
+else, in one Delta commit that carries the MLflow run id as user metadata, so
+reruns are idempotent and ``DESCRIBE HISTORY`` tells which run wrote what.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from profiling.config import ProfilingConfig
+from profiling.exceptions import MissingStageOutput
+from profiling.schemas import table, spark_type
+
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """A table and the Delta version a stage read or wrote."""
+
+    name: str
+    version: int
+
+
+def qualified(config: ProfilingConfig, name: str) -> str:
+    return f"{config.catalog.database}.{name}"
+
+
+def ensure_table(spark: SparkSession, config: ProfilingConfig, name: str) -> str:
+    """Create the database and the table (with its comments) if they do not exist yet."""
+    spark.sql(
+        f"CREATE DATABASE IF NOT EXISTS {config.catalog.database} "
+        "COMMENT 'User profiles built by profiling: logs, sequences, embeddings, interest weights'"
+    )
+    full = qualified(config, name)
+    spark.sql(table(name).create_sql(full))
+    return full
+
+
+def current_version(spark: SparkSession, full_name: str) -> int:
+    return int(spark.sql(f"DESCRIBE HISTORY {full_name} LIMIT 1").first()["version"])
+
+
+@contextlib.contextmanager
+def _commit_metadata(spark: SparkSession, text: str | None):
+    previous = spark.conf.get(_USER_METADATA, None)
+    if text:
+        spark.conf.set(_USER_METADATA, text)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(_USER_METADATA)
+        else:
+            spark.conf.set(_USER_METADATA, previous)
+
+
+def conform(df: DataFrame, name: str) -> DataFrame:
+    """Select the contract's columns, in its order, cast to its types."""
+    contract = table(name)
+    missing = [c for c in contract.names if c not in df.columns]
+    if missing:
+        raise ValueError(f"table {name}: the data lacks columns {missing}")
+    return df.select([F.col(c.name).cast(spark_type(c.type)).alias(c.name) for c in contract.columns])
+
+
+def write_snapshot(
+    spark: SparkSession,
+    config: ProfilingConfig,
+    name: str,
+    df: DataFrame,
+    snapshot_date: dt.date,
+    run_id: str | None = None,
+) -> TableVersion:
+    """Replace the rows of ``snapshot_date`` in table ``name`` with ``df``, in one commit."""
+    full = ensure_table(spark, config, name)
+    data = conform(df.withColumn("snapshot_date", F.lit(snapshot_date)), name)
+    with _commit_metadata(spark, run_id):
+        data.writeTo(full).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
+    return TableVersion(full, current_version(spark, full))
+
+
+def read_snapshot(
+    spark: SparkSession, config: ProfilingConfig, name: str, snapshot_date: dt.date
+) -> tuple[DataFrame, TableVersion]:
+    """The rows of one snapshot, pinned to the table's current version (recorded by the caller)."""
+    full = qualified(config, name)
+    if not spark.catalog.tableExists(full):
+        raise MissingStageOutput(
+            f"table {full} does not exist in {config.workdir_path}: run the stage that writes it first"
+        )
+    version = current_version(spark, full)
+    df = spark.sql(f"SELECT * FROM {full} VERSION AS OF {version}").where(
+        F.col("snapshot_date") == F.lit(snapshot_date)
+    )
+    return df, TableVersion(full, version)
+
+
+def table_location(spark: SparkSession, full_name: str) -> str:
+    return spark.sql(f"DESCRIBE DETAIL {full_name}").first()["location"]

@@ -1,0 +1,117 @@
+"""Everything MLflow, in one module.
+
+One parent run per pipeline run, a nested run per stage; the whole resolved
+config as params; Delta versions read and written as tags; the encoder logged
+with a signature and registered. Stages call these helpers and never the
+fluent API directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Iterator, Mapping
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from profiling.config import ProfilingConfig
+from profiling.exceptions import MissingStageOutput
+from profiling.tables import TableVersion
+
+log = logging.getLogger(__name__)
+
+MODEL_ALIAS = "current"
+
+
+def configure(config: ProfilingConfig) -> None:
+    """Point MLflow at the configured store and experiment (created with its artifact folder)."""
+    mlflow.set_tracking_uri(config.tracking_uri)
+    if mlflow.get_experiment_by_name(config.mlflow.experiment) is None:
+        mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.artifact_location)
+    mlflow.set_experiment(config.mlflow.experiment)
+
+
+@contextlib.contextmanager
+def pipeline_run(config: ProfilingConfig, snapshot_date: dt.date, name: str = "pipeline") -> Iterator[str]:
+    """The parent run of one pipeline run; yields its id."""
+    configure(config)
+    with mlflow.start_run(run_name=f"{name} {snapshot_date}") as run:
+        mlflow.log_params(config.flat())
+        mlflow.set_tags({"snapshot_date": str(snapshot_date), "stage": name})
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(config: ProfilingConfig, stage: str, snapshot_date: dt.date) -> Iterator[str]:
+    """A nested run under the active pipeline run, or a run of its own when a stage runs alone."""
+    if mlflow.active_run() is None:
+        with pipeline_run(config, snapshot_date, stage) as run_id:
+            yield run_id
+        return
+    with mlflow.start_run(run_name=stage, nested=True) as run:
+        mlflow.set_tags({"snapshot_date": str(snapshot_date), "stage": stage})
+        yield run.info.run_id
+
+
+def record_tables(read: list[TableVersion] = (), written: list[TableVersion] = ()) -> None:
+    """Tag the active run with the Delta version of every table it read and wrote."""
+    tags = {f"delta.read.{t.name}": str(t.version) for t in read}
+    tags.update({f"delta.written.{t.name}": str(t.version) for t in written})
+    if tags:
+        mlflow.set_tags(tags)
+
+
+def metric_name(key: str) -> str:
+    """MLflow metric names admit no ``@``: ``ndcg@10`` is logged as ``ndcg_at_10``."""
+    return key.replace("@", "_at_")
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """For training processes: log into the run the driver opened, by id, without touching fluent state."""
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    MlflowClient(tracking_uri).log_batch(
+        run_id, metrics=[Metric(metric_name(k), float(v), stamp, step) for k, v in metrics.items()]
+    )
+
+
+def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> str:
+    """Log the encoder (pickled, so variable sequence lengths work) and register it; returns the version."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        output = model({k: torch.as_tensor(v) for k, v in example.items()})
+    signature = mlflow.models.infer_signature(example, {k: v.numpy() for k, v in output.items()})
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        serialization_format="pickle",
+        signature=signature,
+        registered_model_name=registered_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+    )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(registered_name, MODEL_ALIAS, version)
+    return version
+
+
+def current_model_version(config: ProfilingConfig) -> str:
+    """The registered encoder version that carries the ``current`` alias."""
+    configure(config)
+    try:
+        return MlflowClient().get_model_version_by_alias(config.mlflow.registered_model, MODEL_ALIAS).version
+    except mlflow.exceptions.MlflowException:
+        raise MissingStageOutput(
+            f"no registered model {config.mlflow.registered_model}@{MODEL_ALIAS} in {config.tracking_uri}: "
+            "run the train stage first"
+        ) from None

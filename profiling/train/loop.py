@@ -1,0 +1,148 @@
+"""The DDP training loop that TorchDistributor runs in every process.
+
+``train_worker`` takes one plain dict (picklable, no Spark objects) so the same
+function runs under ``local_mode`` on the driver and as Spark tasks on a
+cluster. Rank 0 alone writes checkpoints and logs to MLflow, into the run the
+driver opened (its id is passed in). Validation metrics are all-reduced, so
+every rank takes the same early-stopping decision and returns the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from profiling.tracking import log_metrics_to_run
+from profiling.metrics import finalize, ranking_sums, target_ranks
+from profiling.model.encoder import EncoderSpec, ProfileEncoder
+from profiling.model.inputs import collate, target_window
+from profiling.train.data import TrainingWindows, rows_of_rank, worker_init
+
+
+def pick_device(use_gpu: bool) -> torch.device:
+    """The GPU TorchDistributor assigned to this process, or the CPU."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("train.use_gpu is true but torch sees no CUDA device on this worker")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device) -> dict[str, float]:
+    """Full-ranking metrics of the validation targets of this rank's users, summed over all ranks."""
+    model.eval()
+    ks = job["eval_k"]
+    totals = {"n": 0.0, **{f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}}
+    pending: list[tuple[dict, int]] = []
+
+    def flush() -> None:
+        batch = collate([w for w, _ in pending])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.no_grad():
+            scores = model.next_item_logits(model.last_state(batch))
+        targets = torch.tensor([t for _, t in pending], device=device)
+        for key, value in ranking_sums(target_ranks(scores, targets), ks).items():
+            totals[key] += value
+        pending.clear()
+
+    for row in rows_of_rank(job["files"], rank, world):
+        if row["valid_pos"] > 0:
+            pending.append(target_window(row, row["valid_pos"]))
+            if len(pending) == job["eval_batch_size"]:
+                flush()
+    if pending:
+        flush()
+    keys = sorted(totals)
+    packed = torch.tensor([totals[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(packed)
+    model.train()
+    return finalize(dict(zip(keys, packed.tolist())))
+
+
+def train_worker(job: dict) -> dict:
+    """Train the encoder on this rank's share; return the best epoch and its validation metrics."""
+    backend = "nccl" if job["use_gpu"] else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = pick_device(job["use_gpu"])
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    torch.manual_seed(job["seed"])
+    spec = EncoderSpec(**job["spec"])
+    model = ProfileEncoder(spec).to(device)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=job["learning_rate"], weight_decay=job["weight_decay"])
+    warmup = max(1, job["warmup_steps"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    checkpoints = Path(job["checkpoint_dir"])
+    dataset = TrainingWindows(job["files"], rank, world, job["behaviour_idx"], job["shuffle_buffer"], job["seed"])
+    loader = DataLoader(dataset, batch_size=job["batch_size"], collate_fn=collate,
+                        num_workers=job["loader_workers"], worker_init_fn=worker_init)
+
+    best: dict = {"epoch": -1, "metrics": {}, "score": -math.inf}
+    stale = 0
+    step = 0
+    for epoch in range(job["epochs"]):
+        dataset.set_epoch(epoch)
+        started = time.time()
+        loss_sum, batches = torch.zeros(2, dtype=torch.float64), 0
+        with ddp.join():
+            for batch in loader:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                # Through the DDP wrapper's forward, so gradients are all-reduced.
+                seq_loss, interest_loss = ddp(batch, mode="train")
+                loss = seq_loss + job["interest_loss_weight"] * interest_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                batches += 1
+                loss_sum += torch.tensor([seq_loss.item(), interest_loss.item()], dtype=torch.float64)
+        stats = torch.cat([loss_sum, torch.tensor([batches], dtype=torch.float64)])
+        dist.all_reduce(stats)
+        metrics = {
+            "train_loss": stats[0].item() / max(stats[2].item(), 1),
+            "train_interest_loss": stats[1].item() / max(stats[2].item(), 1),
+            **{f"val_{k}": v for k, v in _validate(model, job, rank, world, device).items()},
+            "epoch_seconds": time.time() - started,
+        }
+        score = metrics[f"val_ndcg@{job['eval_k'][0]}"]
+        improved = score > best["score"]
+        if improved:
+            best = {"epoch": epoch, "metrics": metrics, "score": score}
+            stale = 0
+        else:
+            stale += 1
+        if rank == 0:
+            state = {"epoch": epoch, "model": model.state_dict(), "spec": spec.to_dict(), "metrics": metrics}
+            torch.save(state, checkpoints / "last.pt")
+            if improved:
+                torch.save(state, checkpoints / "best.pt")
+            if job["mlflow_run_id"]:
+                log_metrics_to_run(job["tracking_uri"], job["mlflow_run_id"], metrics, epoch)
+            print(
+                f"[train] epoch {epoch + 1}/{job['epochs']}: loss {metrics['train_loss']:.4f} "
+                f"val ndcg@{job['eval_k'][0]} {score:.4f} ({metrics['epoch_seconds']:.1f}s, {int(stats[2])} batches)"
+                + (" *" if improved else ""),
+                flush=True,
+            )
+        if stale >= job["patience"]:
+            break
+    result = {"best_epoch": best["epoch"], "epochs_run": epoch + 1, "metrics": best["metrics"],
+              "checkpoint": str(checkpoints / "best.pt")}
+    if rank == 0:
+        (checkpoints / "result.json").write_text(json.dumps(result, indent=2))
+    dist.barrier()
+    dist.destroy_process_group()
+    return result
+
