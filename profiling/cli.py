@@ -157,8 +157,8 @@ def sql(
     cfg = _config(config, workdir, set_ + ["spark.show_progress=false"] if set_ else ["spark.show_progress=false"])
     df = _session(cfg).sql(query)
     if format_ == "json":
-        for line in df.toJSON().toLocalIterator():
-            sys.stdout.write(line + "\n")
+        for row in df.toLocalIterator():
+            sys.stdout.write(json.dumps(row.asDict(recursive=True), default=str) + "\n")
     else:
         df.show(limit, truncate=80)
 

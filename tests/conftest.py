@@ -1,0 +1,82 @@
+"""One SparkSession (with Delta and the Derby catalog) and one pipeline run per test session.
+
+The session fixture follows Delta's own test base: a small local master, few
+shuffle partitions, no UI. Tests that need a finished pipeline share the
+``pipeline`` fixture, which runs every stage once on generated logs with a
+handful of malformed rows planted in them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+SNAPSHOT = dt.date(2026, 11, 1)
+USERS = 150
+
+# (source, row as CSV fields, reason code the ingest stage must give it)
+BAD_ROWS = [
+    ("behaviour", {"user_id": "", "item_id": "i00001", "event_type": "view", "ts": "1700000000"}, "missing_value"),
+    ("behaviour", {"user_id": "u000001", "item_id": "i00001", "event_type": "view", "ts": "yesterday"},
+     "bad_timestamp"),
+    ("behaviour", {"user_id": "u000002", "item_id": "i00002", "event_type": "buy", "ts": "1700000100",
+                   "value": "twelve"}, "bad_type"),
+    ("behaviour", {"user_id": "u000003", "item_id": "i00003", "event_type": "buy", "ts": "1700000200",
+                   "value": "NaN"}, "non_finite_value"),
+    ("preference", {"user_id": "u000004", "dimension": "age", "key": "  "}, "missing_value"),
+    ("social", {"user_id": "u000005", "other_user_id": "u000005", "relation": "friend"}, "self_loop"),
+]
+
+
+def _plant_bad_rows(folder: Path) -> None:
+    for source in ("behaviour", "preference", "social"):
+        path = folder / f"{source}.csv.gz"
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        extra = pd.DataFrame([row for s, row, _ in BAD_ROWS if s == source], columns=frame.columns).fillna("")
+        pd.concat([frame, extra]).to_csv(path, index=False, compression="gzip")
+
+
+@pytest.fixture(scope="session")
+def input_dir(tmp_path_factory) -> Path:
+    from profiling.generate import generate_logs
+
+    folder = tmp_path_factory.mktemp("input")
+    generate_logs(folder, users=USERS, seed=11, events_per_user=(8, 40))
+    _plant_bad_rows(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def config(tmp_path_factory, input_dir):
+    from profiling.config import load_config
+
+    return load_config(overrides={
+        "workdir": str(tmp_path_factory.mktemp("work")),
+        "input": {"dir": str(input_dir)},
+        "spark": {"master": "local[2]", "shuffle_partitions": 2, "show_progress": False},
+        "sequences": {"max_len": 30},
+        "model": {"dim": 32, "interests": 3},
+        "train": {"epochs": 3, "patience": 3, "batch_size": 32, "warmup_steps": 5},
+    })
+
+
+@pytest.fixture(scope="session")
+def spark(config):
+    from profiling.spark import build_spark_session
+
+    session = build_spark_session(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(spark, config):
+    from profiling.pipeline import run_pipeline
+
+    return run_pipeline(spark, config, SNAPSHOT)

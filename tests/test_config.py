@@ -1,0 +1,59 @@
+"""Config is validated once, and every error names the key and the file."""
+
+from __future__ import annotations
+
+import pytest
+
+from profiling.config import DEFAULT_CONFIG, load_config, parse_overrides
+from profiling.exceptions import ConfigError
+
+
+def test_the_shipped_default_config_is_valid():
+    config = load_config()
+    assert config.catalog.database == "profiling"
+    assert config.train.local_mode is True
+    assert config.tracking_uri.startswith("sqlite:///") and config.tracking_uri.endswith("mlflow.db")
+
+
+def test_overrides_are_parsed_as_yaml_values_and_win():
+    config = load_config(overrides=parse_overrides(["train.epochs=7", "train.use_gpu=true", "input.dir=/data"]))
+    assert (config.train.epochs, config.train.use_gpu, config.input.dir) == (7, True, "/data")
+
+
+def test_an_unknown_key_is_named_with_its_file(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "train.epoch" in str(err.value) and "unknown key" in str(err.value)
+
+
+def test_a_wrong_type_is_named_with_the_value_it_got():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=parse_overrides(["train.epochs=many"]))
+    assert "train.epochs" in str(err.value) and "'many'" in str(err.value) and str(DEFAULT_CONFIG) in str(err.value)
+
+
+def test_heads_must_divide_the_model_dimension():
+    with pytest.raises(ConfigError, match="model.heads"):
+        load_config(overrides={"model": {"dim": 30, "heads": 4}})
+
+
+def test_a_malformed_override_and_a_missing_file_are_reported():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["train.epochs"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("conf/nope.yaml")
+
+
+def test_a_missing_input_log_names_the_setting(tmp_path):
+    from profiling.ingest import resolve_input_paths
+
+    (tmp_path / "behaviour.csv").write_text("user_id,item_id,event_type,ts\n")
+    config = load_config(overrides={"input": {"dir": str(tmp_path)}})
+    with pytest.raises(ConfigError, match="input.preference"):
+        resolve_input_paths(config)
+    (tmp_path / "preference.csv").write_text("user_id,dimension,key\n")
+    config = load_config(overrides={"input": {"dir": str(tmp_path), "social": str(tmp_path / "nope.csv")}})
+    with pytest.raises(ConfigError, match="input.social"):
+        resolve_input_paths(config)

@@ -1,0 +1,73 @@
+"""The encoder alone (PyTorch, no Spark): masks, causality, and what the profile outputs mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from profiling.model.encoder import EncoderSpec, ProfileEncoder
+from profiling.model.inputs import FEATURES, collate, training_window
+
+SIZES = {"item": 40, "category": 8, "event_type": 6, "source": 5, "attribute": 6, "gap_bucket": 32,
+         "value_bucket": 32}
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    return ProfileEncoder(EncoderSpec(vocab_sizes=SIZES, max_len=12, dim=16, heads=2, layers=2, interests=3)).eval()
+
+
+def _window(length, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.integers(2, min(SIZES[name], 5), size=length) for name in FEATURES}
+
+
+def test_profile_weights_are_distributions_over_interests_and_real_events(model):
+    batch = collate([_window(10), _window(4, seed=1)])
+    out = model(batch)
+    assert torch.allclose(out["interest_weights"].sum(1), torch.ones(2), atol=1e-5)
+    importance = out["event_importance"]
+    assert torch.allclose(importance.sum(1), torch.ones(2), atol=1e-5)
+    assert torch.all(importance[1, 4:] == 0)  # padding carries no importance
+    assert out["interest_embeddings"].shape == (2, 3, 16)
+
+
+def test_a_user_without_events_gets_a_finite_uniform_profile(model):
+    out = model(collate([_window(0), _window(5)]))
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert torch.allclose(out["interest_weights"][0], torch.full((3,), 1 / 3))
+
+
+def test_attention_is_causal_later_events_do_not_change_earlier_states(model):
+    a, b = _window(10), _window(10, seed=1)
+    for name in FEATURES:
+        b[name][:6] = a[name][:6]
+    hidden_a, _ = model.encode(collate([a]))
+    hidden_b, _ = model.encode(collate([b]))
+    assert torch.allclose(hidden_a[0, :6], hidden_b[0, :6], atol=1e-5)
+    assert not torch.allclose(hidden_a[0, 6:], hidden_b[0, 6:], atol=1e-3)
+
+
+def test_training_windows_label_the_next_behaviour_item_and_stop_before_validation():
+    row = {name: list(range(2, 12)) for name in FEATURES}
+    row["source"] = [3, 2, 2, 4, 2, 2, 2, 2, 2, 2]  # 2 = behaviour, 3/4 = other logs
+    row.update(length=10, valid_pos=8, test_pos=9)
+    window = training_window(row, behaviour_idx=2)
+    assert len(window["item"]) == 8  # the validation and test events are never trained on
+    assert window["labels"].tolist() == [3, 4, 0, 6, 7, 8, 9, 0]
+    assert (int(window["interest_cut"]), int(window["interest_target"])) == (7, 9)
+
+
+def test_losses_are_finite_and_train_every_parameter(model):
+    row = {name: [2, 3, 4, 2, 3, 4, 2, 3, 4, 2] for name in FEATURES}
+    row["source"] = [2] * 10
+    row.update(length=10, valid_pos=8, test_pos=9)
+    batch = collate([training_window(row, 2), training_window(row, 2)])
+    model.train()
+    seq_loss, interest_loss = model(batch, mode="train")
+    (seq_loss + interest_loss).backward()
+    assert torch.isfinite(seq_loss) and torch.isfinite(interest_loss)
+    untouched = [n for n, p in model.named_parameters() if p.grad is None]
+    assert untouched == []

@@ -1,0 +1,198 @@
+"""The whole pipeline on generated logs: real Spark, Delta, TorchDistributor (2 processes) and MLflow."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import functions as F
+
+from conftest import BAD_ROWS, SNAPSHOT
+
+STAGES = {"ingest", "sequences", "train", "infer"}
+
+
+def _snapshot(spark, config, name, date=SNAPSHOT):
+    return spark.table(f"{config.catalog.database}.{name}").where(F.col("snapshot_date") == F.lit(date))
+
+
+def _input(input_dir, source):
+    return pd.read_csv(input_dir / f"{source}.csv.gz", dtype=str, keep_default_na=False)
+
+
+def test_ingest_accounts_for_every_row_and_quarantines_bad_ones_with_reasons(pipeline, spark, config, input_dir):
+    for source in ("behaviour", "preference", "social", "items"):
+        counts = pipeline.ingest.counts[source]
+        assert counts.read == len(_input(input_dir, source))
+        assert counts.read == counts.accepted + counts.quarantined
+    quarantine = _snapshot(spark, config, "quarantine").toPandas()
+    got = collections.Counter(zip(quarantine["source"], quarantine["reason_code"]))
+    assert got == collections.Counter((source, code) for source, _, code in BAD_ROWS)
+    assert quarantine["message"].str.len().min() > 10
+    # The raw record is kept as JSON, so the rejected row can be inspected and replayed.
+    assert any('"ts":"yesterday"' in r for r in quarantine["raw_record"])
+    accepted = _snapshot(spark, config, "behaviour_events")
+    assert accepted.count() == pipeline.ingest.counts["behaviour"].accepted
+    assert accepted.where(F.col("ts").isNull() | F.isnan("value")).count() == 0
+
+
+def test_every_user_of_any_log_gets_a_profile(pipeline, spark, config, input_dir):
+    users = set()
+    for source, columns in (("behaviour", ["user_id"]), ("preference", ["user_id"]),
+                            ("social", ["user_id", "other_user_id"])):
+        frame = _input(input_dir, source)
+        for column in columns:
+            users |= {u.strip() for u in frame[column] if u.strip()}
+    profiles = _snapshot(spark, config, "user_profile_embeddings").toPandas()
+    assert set(profiles["user_id"]) == users
+    assert profiles["user_id"].is_unique
+    assert pipeline.infer.users == len(users)
+
+
+def test_users_without_behaviour_are_profiled_from_preference_and_social(pipeline, spark, config, input_dir):
+    active = set(_input(input_dir, "behaviour")["user_id"])
+    weights = _snapshot(spark, config, "user_interest_weights").toPandas()
+    silent = weights[~weights["user_id"].isin(active) & (weights["dimension"] == "source")]
+    assert silent["user_id"].nunique() >= 3
+    assert set(silent["key"]) <= {"preference", "social"}
+    assert np.isfinite(np.stack(
+        _snapshot(spark, config, "user_profile_embeddings").where(~F.col("user_id").isin(*active))
+        .toPandas()["embedding"])).all()
+
+
+def test_profile_embeddings_have_the_contract_shape(pipeline, spark, config):
+    rows = _snapshot(spark, config, "user_profile_embeddings").toPandas()
+    assert {len(e) for e in rows["embedding"]} == {config.model.dim}
+    assert {len(e) for e in rows["interest_embeddings"]} == {config.model.interests}
+    sums = rows["interest_weights"].map(lambda w: float(np.sum(w)))
+    assert np.allclose(sums, 1.0, atol=1e-4)
+    assert set(rows["model_version"]) == {pipeline.train.model_version}
+
+
+def test_interest_weights_sum_to_one_per_user_and_dimension_with_dense_ranks(pipeline, spark, config):
+    weights = _snapshot(spark, config, "user_interest_weights").toPandas()
+    assert set(weights["dimension"]) == {"category", "event_type", "source"}
+    assert "<none>" not in set(weights["key"])
+    grouped = weights.groupby(["user_id", "dimension"])
+    assert np.allclose(grouped["weight"].sum(), 1.0, atol=1e-6)
+    assert (grouped["rank"].apply(lambda r: sorted(r) == list(range(1, len(r) + 1)))).all()
+    top = weights[weights["rank"] == 1].set_index(["user_id", "dimension"])["weight"].sort_index()
+    assert np.allclose(top.to_numpy(), grouped["weight"].max().sort_index().to_numpy())
+
+
+def test_planted_top_category_leads_the_category_weights_for_most_users(pipeline, spark, config, input_dir):
+    truth = pd.read_csv(input_dir / "ground_truth.csv.gz").sort_values("weight").groupby("user_id").tail(1)
+    weights = _snapshot(spark, config, "user_interest_weights").where(
+        (F.col("dimension") == "category") & (F.col("rank") <= 3)).toPandas()
+    top3 = weights.groupby("user_id")["key"].apply(set)
+    hits = [row.category in top3.get(row.user_id, set()) for row in truth.itertuples()]
+    assert np.mean(hits) > 0.6
+
+
+def test_sequences_are_time_ordered_with_leave_last_out_targets(pipeline, spark, config):
+    seqs = _snapshot(spark, config, "user_sequences").toPandas()
+    vocab = _snapshot(spark, config, "vocabularies").toPandas()
+    behaviour_idx = vocab.query("dimension == 'source' and key == 'behaviour'")["idx"].item()
+    item_key = dict(vocab.query("dimension == 'item'")[["idx", "key"]].values)
+    events = _snapshot(spark, config, "behaviour_events").toPandas().sort_values(["ts", "event_order"])
+    last_item = events.groupby("user_id")["item_id"].last()
+    n_events = events.groupby("user_id").size()
+    checked = 0
+    for row in seqs.itertuples():
+        assert row.length == len(row.item) <= config.sequences.max_len
+        known = [t for t in row.ts if t > 0]
+        assert known == sorted(known)
+        behaviour = [i for i, s in enumerate(row.source) if s == behaviour_idx]
+        if n_events.get(row.user_id, 0) >= 3:
+            assert (row.valid_pos, row.test_pos) == (behaviour[-2], behaviour[-1])
+            assert item_key[row.item[row.test_pos]] == last_item[row.user_id]
+            checked += 1
+        else:
+            assert (row.valid_pos, row.test_pos) == (-1, -1)
+    assert checked > 0.9 * len(n_events)
+
+
+def test_mlflow_has_one_parent_run_with_a_nested_run_per_stage(pipeline, config):
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri)
+    parent = client.get_run(pipeline.run_id)
+    assert parent.data.params["train.epochs"] == str(config.train.epochs)
+    assert parent.data.params["workdir"] == config.workdir
+    assert parent.data.metrics["users_profiled"] == pipeline.infer.users
+    children = mlflow.search_runs(
+        experiment_names=[config.mlflow.experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{pipeline.run_id}'", output_format="list")
+    by_stage = {run.data.tags["stage"]: run for run in children}
+    assert set(by_stage) == STAGES
+    train = by_stage["train"]
+    history = client.get_metric_history(train.info.run_id, "val_ndcg_at_10")
+    assert len(history) == pipeline.train.epochs_run
+    assert train.data.tags["delta.read.profiling.user_sequences"] == str(pipeline.sequences.written[1].version)
+    assert by_stage["infer"].data.tags["delta.written.profiling.user_profile_embeddings"].isdigit()
+    assert by_stage["ingest"].data.metrics["behaviour_quarantined"] == 4
+
+
+def test_model_is_registered_with_signature_and_loads_back(pipeline, config):
+    import mlflow.pytorch
+    import torch
+
+    from profiling.model.inputs import FEATURES, collate
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri)
+    version = client.get_model_version_by_alias(config.mlflow.registered_model, "current")
+    assert str(version.version) == pipeline.train.model_version
+    uri = f"models:/{config.mlflow.registered_model}/{version.version}"
+    info = mlflow.models.get_model_info(uri)
+    assert "item" in info.signature.inputs.input_names()
+    model = mlflow.pytorch.load_model(uri)
+    window = {name: np.array([2, 3, 4, 2, 3, 4, 2, 3]) for name in FEATURES}
+    out = model(collate([window]))
+    assert out["embedding"].shape == (1, config.model.dim)
+    assert torch.isfinite(out["embedding"]).all()
+
+
+def test_every_write_is_one_commit_carrying_its_stage_run_id(pipeline, spark, config):
+    profiles = _snapshot(spark, config, "user_profile_embeddings")
+    run_ids = {r["mlflow_run_id"] for r in profiles.select("mlflow_run_id").distinct().collect()}
+    assert len(run_ids) == 1
+    history = spark.sql(f"DESCRIBE HISTORY {config.catalog.database}.user_profile_embeddings").toPandas()
+    writes = history[history["operation"] != "CREATE TABLE"]
+    assert writes.iloc[0]["userMetadata"] == run_ids.pop()
+
+
+def test_rerunning_a_snapshot_replaces_only_that_date(pipeline, spark, config):
+    from profiling.pipeline import run_infer
+
+    table = f"{config.catalog.database}.user_profile_embeddings"
+    before = _snapshot(spark, config, "user_profile_embeddings").select("user_id", "embedding").toPandas()
+    other = SNAPSHOT - dt.timedelta(days=1)
+    # A row of another date must survive the rerun untouched.
+    spark.table(table).where(F.col("snapshot_date") == F.lit(SNAPSHOT)).limit(1).withColumn(
+        "snapshot_date", F.lit(other)).writeTo(table).append()
+    versions_before = spark.sql(f"DESCRIBE HISTORY {table}").count()
+    run_infer(spark, config, SNAPSHOT, pipeline.train.model_version)
+    after = _snapshot(spark, config, "user_profile_embeddings").select("user_id", "embedding").toPandas()
+    assert spark.sql(f"DESCRIBE HISTORY {table}").count() == versions_before + 1
+    assert len(after) == len(before)
+    merged = before.merge(after, on="user_id", suffixes=("_a", "_b"))
+    assert len(merged) == len(before)
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(merged["embedding_a"], merged["embedding_b"]))
+    assert _snapshot(spark, config, "user_profile_embeddings", other).count() == 1
+
+
+@pytest.mark.parametrize("name", ["user_sequences", "user_profile_embeddings", "user_interest_weights",
+                                  "quarantine", "vocabularies"])
+def test_tables_are_registered_with_comments_and_partitioned_by_snapshot(pipeline, spark, config, name):
+    full = f"{config.catalog.database}.{name}"
+    detail = spark.sql(f"DESCRIBE DETAIL {full}").first()
+    assert detail["partitionColumns"] == ["snapshot_date"]
+    assert detail["description"]
+    columns = spark.sql(f"DESCRIBE TABLE {full}").toPandas()
+    columns = columns[~columns["col_name"].str.startswith("#") & (columns["col_name"] != "")]
+    assert columns["comment"].fillna("").str.len().min() > 0
