@@ -115,6 +115,30 @@ def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
 
 
 @app.command()
+def evaluate(
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None, set_: SetOpt = None,
+    model_version: Annotated[Optional[str], typer.Option(help="Registered version (default: @current)")] = None,
+    ground_truth: Annotated[Optional[Path], typer.Option(help="ground_truth.csv.gz of generated data")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Leave-last-out, full-ranking test metrics of the encoder, most-popular and ALS."""
+    from profiling.pipeline import run_evaluate
+
+    cfg = _config(config, workdir, set_)
+    result = run_evaluate(_session(cfg), cfg, parse_snapshot_date(snapshot_date), model_version, ground_truth)
+    if json_:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    typer.echo(f"{result.dataset}: {result.users_evaluated} users evaluated (test targets, full ranking)")
+    keys = list(next(iter(result.models.values())))
+    typer.echo(f"{'model':<12}" + "".join(f"{k:>11}" for k in keys))
+    for name, metrics in result.models.items():
+        typer.echo(f"{name:<12}" + "".join(f"{metrics[k]:>11.4f}" for k in keys))
+    if result.fidelity:
+        typer.echo(f"fidelity: {result.fidelity}")
+
+
+@app.command()
 def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
         set_: SetOpt = None, input_dir: InputOpt = None) -> None:
     """Run every stage: ingest, sequences, train, infer."""

@@ -60,12 +60,13 @@ class MlflowConfig(_Section):
 
 
 class SequencesConfig(_Section):
-    max_len: int = Field(50, ge=3, le=4096)
+    max_len: int = Field(200, ge=3, le=100_000)
     social_context_items: int = Field(10, ge=0)
     category_dimensions: list[str] = Field(default_factory=lambda: ["category", "genre"])
 
 
 class ModelConfig(_Section):
+    max_len: int = Field(50, ge=2, le=4096)
     dim: int = Field(64, ge=8)
     heads: int = Field(2, ge=1)
     layers: int = Field(2, ge=1)

@@ -36,6 +36,7 @@ _FILE_SUFFIXES = (".csv.gz", ".csv", ".parquet", "")
 
 @dataclass
 class SourceCounts:
+    path: str | None
     read: int
     accepted: int
     quarantined: int
@@ -185,7 +186,8 @@ def ingest_logs(
         totals = checked.agg(
             F.count("*").alias("read"), F.count(F.when(F.col("reason_code").isNull(), 1)).alias("accepted")
         ).first()
-        counts = SourceCounts(totals["read"], totals["accepted"], totals["read"] - totals["accepted"])
+        counts = SourceCounts(str(path) if path else None, totals["read"], totals["accepted"],
+                              totals["read"] - totals["accepted"])
         result.counts[source] = counts
         log.info("%s: read %d = accepted %d + quarantined %d (%s)", source, counts.read, counts.accepted,
                  counts.quarantined, path)
@@ -195,6 +197,13 @@ def ingest_logs(
     result.written.append(
         write_snapshot(spark, config, "quarantine", quarantine.withColumn("ingested_at", ingested_at),
                        snapshot_date, run_id)
+    )
+    runs = spark.createDataFrame(
+        [(s, c.path, c.read, c.accepted, c.quarantined) for s, c in result.counts.items()],
+        "source string, path string, read bigint, accepted bigint, quarantined bigint",
+    )
+    result.written.append(
+        write_snapshot(spark, config, "ingest_runs", runs.withColumn("ingested_at", ingested_at), snapshot_date, run_id)
     )
     for df in cached:
         df.unpersist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -59,6 +60,29 @@ def run_infer(
         result = infer_profiles(spark, config, snapshot_date, version, run_id)
         tracking.record_tables(read=result.read, written=result.written)
         tracking.log_metrics({"users_scored": result.users})
+    return result
+
+
+def run_evaluate(
+    spark: SparkSession,
+    config: ProfilingConfig,
+    snapshot_date: dt.date,
+    model_version: str | None = None,
+    ground_truth: Path | None = None,
+):
+    """Test metrics of the registered encoder and the baselines (and fidelity), logged to MLflow."""
+    from profiling.evaluate import evaluate_profiles
+
+    version = model_version or tracking.current_model_version(config)
+    with tracking.stage_run(config, "evaluate", snapshot_date):
+        result = evaluate_profiles(spark, config, snapshot_date, tracking.load_encoder(config, version), ground_truth)
+        tracking.record_tables(read=result.read)
+        tracking.mlflow.set_tags({"dataset": result.dataset, "model_version": version})
+        tracking.log_metrics({"users_evaluated": result.users_evaluated})
+        for model, metrics in result.models.items():
+            tracking.log_metrics({f"test_{model}_{k}": v for k, v in metrics.items()})
+        if result.fidelity:
+            tracking.log_metrics({f"fidelity_{k}": v for k, v in result.fidelity.items()})
     return result
 
 

@@ -105,11 +105,19 @@ def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> 
     return version
 
 
+def load_encoder(config: ProfilingConfig, version: str):
+    """The registered encoder of that version, on the CPU."""
+    import mlflow.pytorch
+
+    configure(config)
+    return mlflow.pytorch.load_model(f"models:/{config.mlflow.registered_model}/{version}", map_location="cpu")
+
+
 def current_model_version(config: ProfilingConfig) -> str:
     """The registered encoder version that carries the ``current`` alias."""
     configure(config)
     try:
-        return MlflowClient().get_model_version_by_alias(config.mlflow.registered_model, MODEL_ALIAS).version
+        return str(MlflowClient().get_model_version_by_alias(config.mlflow.registered_model, MODEL_ALIAS).version)
     except mlflow.exceptions.MlflowException:
         raise MissingStageOutput(
             f"no registered model {config.mlflow.registered_model}@{MODEL_ALIAS} in {config.tracking_uri}: "

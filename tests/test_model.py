@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
-from profiling.model.inputs import FEATURES, collate, training_window
+from profiling.model.inputs import FEATURES, collate, target_window, training_windows
 
 SIZES = {"item": 40, "category": 8, "event_type": 6, "source": 5, "attribute": 6, "gap_bucket": 32,
          "value_bucket": 32}
@@ -54,17 +54,27 @@ def test_training_windows_label_the_next_behaviour_item_and_stop_before_validati
     row = {name: list(range(2, 12)) for name in FEATURES}
     row["source"] = [3, 2, 2, 4, 2, 2, 2, 2, 2, 2]  # 2 = behaviour, 3/4 = other logs
     row.update(length=10, valid_pos=8, test_pos=9)
-    window = training_window(row, behaviour_idx=2)
+    (window,) = training_windows(row, behaviour_idx=2, window=10)
     assert len(window["item"]) == 8  # the validation and test events are never trained on
     assert window["labels"].tolist() == [3, 4, 0, 6, 7, 8, 9, 0]
     assert (int(window["interest_cut"]), int(window["interest_target"])) == (7, 9)
+    newest, oldest = training_windows(row, behaviour_idx=2, window=5)
+    assert newest["item"].tolist() == [5, 6, 7, 8, 9] and newest["labels"].tolist() == [6, 7, 8, 9, 0]
+    assert oldest["item"].tolist() == [2, 3, 4] and oldest["labels"].tolist() == [3, 4, 0]
+    assert (int(oldest["interest_cut"]), int(oldest["interest_target"])) == (2, 4)
+
+
+def test_evaluation_windows_end_right_before_the_target():
+    row = {name: list(range(2, 12)) for name in FEATURES}
+    window, target = target_window(row, position=9, window=4)
+    assert window["item"].tolist() == [7, 8, 9, 10] and target == 11
 
 
 def test_losses_are_finite_and_train_every_parameter(model):
     row = {name: [2, 3, 4, 2, 3, 4, 2, 3, 4, 2] for name in FEATURES}
     row["source"] = [2] * 10
     row.update(length=10, valid_pos=8, test_pos=9)
-    batch = collate([training_window(row, 2), training_window(row, 2)])
+    batch = collate(training_windows(row, 2, 10) * 2)
     model.train()
     seq_loss, interest_loss = model(batch, mode="train")
     (seq_loss + interest_loss).backward()

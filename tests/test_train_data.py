@@ -35,7 +35,7 @@ def test_readers_share_the_rows_without_overlap_or_loss(tmp_path, readers, row_g
 def test_ranks_get_disjoint_training_windows_in_a_shuffled_order(tmp_path):
     files = [_write(tmp_path / "a.parquet", range(40), 10)]
     assert set(COLUMNS) <= set(pq.read_schema(tmp_path / "a.parquet").names)
-    ranks = [TrainingWindows(files, rank, 2, behaviour_idx=2, buffer=8, seed=1) for rank in range(2)]
+    ranks = [TrainingWindows(files, rank, 2, behaviour_idx=2, window=50, buffer=8, seed=1) for rank in range(2)]
     counts = [sum(1 for _ in r) for r in ranks]
     assert counts == [20, 20]
     first = [w["interest_cut"] for w in ranks[0]]

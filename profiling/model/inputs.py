@@ -17,42 +17,50 @@ GAP_BUCKETS = 32
 VALUE_BUCKETS = 32
 
 
-def _window(row: Mapping, end: int) -> dict[str, np.ndarray]:
-    return {name: np.asarray(row[name][:end], dtype=np.int64) for name in FEATURES}
+def _window(row: Mapping, start: int, end: int) -> dict[str, np.ndarray]:
+    return {name: np.asarray(row[name][start:end], dtype=np.int64) for name in FEATURES}
 
 
-def training_window(row: Mapping, behaviour_idx: int) -> dict[str, np.ndarray] | None:
-    """Events before the validation target, labelled with the next behaviour item at each position.
+def training_windows(row: Mapping, behaviour_idx: int, window: int) -> list[dict[str, np.ndarray]]:
+    """The events before the validation target, cut into chunks of at most ``window`` events.
 
-    ``labels[t]`` is the item of event t+1 when that event is a behaviour event
-    (0 = no label). The multi-interest loss predicts the window's last behaviour
-    item from the events before it (``interest_cut``). None if nothing to learn.
+    Chunks are cut backwards from the validation target, so the newest events
+    always share a chunk. ``labels[t]`` is the item of event t+1 when that event
+    is a behaviour event (0 = no label): with a causal mask this trains every
+    prefix at once. The multi-interest loss predicts each chunk's last behaviour
+    item from the events before it (``interest_cut``). Chunks with nothing to
+    learn are dropped.
     """
     length = int(row["length"])
     end = int(row["valid_pos"]) if int(row["valid_pos"]) >= 0 else length
-    if end < 2:
-        return None
-    window = _window(row, end)
-    is_behaviour = window["source"] == behaviour_idx
-    labels = np.zeros(end, dtype=np.int64)
-    labels[:-1] = np.where(is_behaviour[1:], window["item"][1:], 0)
-    if not labels.any():
-        return None
-    last = int(np.flatnonzero(is_behaviour)[-1]) if is_behaviour.any() else 0
-    window["labels"] = labels
-    window["interest_cut"] = np.int64(last)
-    window["interest_target"] = np.int64(window["item"][last] if last > 0 else 0)
-    return window
+    source = np.asarray(row["source"][:end])
+    items = np.asarray(row["item"][:end], dtype=np.int64)
+    out = []
+    for stop in range(end, 1, -window):
+        start = max(0, stop - window)
+        chunk = _window(row, start, stop)
+        is_behaviour = source[start:stop] == behaviour_idx
+        labels = np.zeros(stop - start, dtype=np.int64)
+        labels[:-1] = np.where(is_behaviour[1:], items[start + 1:stop], 0)
+        if not labels.any():
+            continue
+        last = int(np.flatnonzero(is_behaviour)[-1])
+        chunk["labels"] = labels
+        chunk["interest_cut"] = np.int64(last)
+        chunk["interest_target"] = np.int64(chunk["item"][last])
+        out.append(chunk)
+    return out
 
 
-def target_window(row: Mapping, position: int) -> tuple[dict[str, np.ndarray], int]:
-    """Events before ``position`` and the item at it (leave-last-out evaluation)."""
-    return _window(row, position), int(row["item"][position])
+def target_window(row: Mapping, position: int, window: int) -> tuple[dict[str, np.ndarray], int]:
+    """The last ``window`` events before ``position``, and the item at it (leave-last-out evaluation)."""
+    return _window(row, max(0, position - window), position), int(row["item"][position])
 
 
-def profile_window(row: Mapping) -> dict[str, np.ndarray]:
-    """All kept events of a user: what a profile is computed from."""
-    return _window(row, int(row["length"]))
+def profile_window(row: Mapping, window: int) -> dict[str, np.ndarray]:
+    """The user's last ``window`` events: what a profile is computed from."""
+    length = int(row["length"])
+    return _window(row, max(0, length - window), length)
 
 
 def collate(windows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from profiling.model.inputs import FEATURES, training_window
+from profiling.model.inputs import FEATURES, training_windows
 
 COLUMNS = [*FEATURES, "length", "valid_pos", "test_pos"]
 
@@ -61,9 +61,10 @@ def read_rows(shard: Shard) -> Iterator[dict]:
 class TrainingWindows(IterableDataset):
     """Training windows of this rank's share, shuffled within a buffer, reshuffled each epoch."""
 
-    def __init__(self, files: list[str], rank: int, world: int, behaviour_idx: int, buffer: int, seed: int):
+    def __init__(self, files: list[str], rank: int, world: int, behaviour_idx: int, window: int, buffer: int,
+                 seed: int):
         super().__init__()
-        self.files, self.rank, self.world = files, rank, world
+        self.files, self.rank, self.world, self.window = files, rank, world, window
         self.behaviour_idx, self.buffer, self.seed = behaviour_idx, buffer, seed
         self.epoch = 0
 
@@ -79,15 +80,13 @@ class TrainingWindows(IterableDataset):
         rng = random.Random(hash((self.seed, self.epoch, self.rank)))
         buffer: list[dict] = []
         for row in read_rows(self._shard()):
-            window = training_window(row, self.behaviour_idx)
-            if window is None:
-                continue
-            if len(buffer) < self.buffer:
-                buffer.append(window)
-                continue
-            i = rng.randrange(len(buffer))
-            yield buffer[i]
-            buffer[i] = window
+            for window in training_windows(row, self.behaviour_idx, self.window):
+                if len(buffer) < self.buffer:
+                    buffer.append(window)
+                    continue
+                i = rng.randrange(len(buffer))
+                yield buffer[i]
+                buffer[i] = window
         rng.shuffle(buffer)
         yield from buffer
 

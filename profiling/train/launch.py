@@ -62,7 +62,7 @@ def train_encoder(
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
     sizes, behaviour_idx, vocab_version = vocabulary_sizes(spark, config, snapshot_date)
     spec = EncoderSpec(
-        vocab_sizes=sizes, max_len=config.sequences.max_len, dim=config.model.dim, heads=config.model.heads,
+        vocab_sizes=sizes, max_len=config.model.max_len, dim=config.model.dim, heads=config.model.heads,
         layers=config.model.layers, interests=config.model.interests, dropout=config.model.dropout,
     )
     checkpoints = config.workdir_path / "checkpoints" / (run_id or f"snapshot-{snapshot_date}")
@@ -84,7 +84,8 @@ def train_encoder(
     # Whatever rank's return value the distributor hands back, rank 0's file is the record.
     result = json.loads((checkpoints / "result.json").read_text())
     model = load_checkpoint(Path(result["checkpoint"]))
-    example = collate([profile_window(row) for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))])
+    rows = [row for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))]
+    example = collate([profile_window(row, spec.max_len) for row in rows])
     version = tracking.log_encoder(model, {k: v.numpy() for k, v in example.items()}, config.mlflow.registered_model)
     log.info("registered %s version %s (best epoch %d of %d)", config.mlflow.registered_model, version,
              result["best_epoch"] + 1, result["epochs_run"])

@@ -55,7 +55,7 @@ def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: t
 
     for row in rows_of_rank(job["files"], rank, world):
         if row["valid_pos"] > 0:
-            pending.append(target_window(row, row["valid_pos"]))
+            pending.append(target_window(row, row["valid_pos"], model.spec.max_len))
             if len(pending) == job["eval_batch_size"]:
                 flush()
     if pending:
@@ -83,7 +83,8 @@ def train_worker(job: dict) -> dict:
     warmup = max(1, job["warmup_steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     checkpoints = Path(job["checkpoint_dir"])
-    dataset = TrainingWindows(job["files"], rank, world, job["behaviour_idx"], job["shuffle_buffer"], job["seed"])
+    dataset = TrainingWindows(job["files"], rank, world, job["behaviour_idx"], spec.max_len, job["shuffle_buffer"],
+                              job["seed"])
     loader = DataLoader(dataset, batch_size=job["batch_size"], collate_fn=collate,
                         num_workers=job["loader_workers"], worker_init_fn=worker_init)
 

@@ -1,0 +1,194 @@
+"""Evaluate stage: one protocol for the encoder and its baselines, plus interest-weight fidelity.
+
+Protocol (leave-last-out, full ranking): per user, ordered by time with ties in
+input file order, the last behaviour event is the test target and everything
+before it is input. Users with fewer than 3 behaviour events are profiled but
+not evaluated. Every item of the vocabulary is a candidate; only padding and
+the "no item" index are excluded. Baselines see the same split: most-popular
+and Spark ML ALS (implicit feedback) are fitted on every behaviour event except
+the users' test targets and score every item.
+
+The test targets are read here only; hyper-parameters are chosen on the
+validation target (the event before) during training.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from profiling.config import ProfilingConfig
+from profiling.metrics import finalize, ranking_sums, target_ranks
+from profiling.model.inputs import FEATURES, collate, target_window
+from profiling.tables import TableVersion, read_snapshot
+
+log = logging.getLogger(__name__)
+
+KS = [10, 20, 50]
+ALS_PARAMS = {"rank": 64, "maxIter": 15, "regParam": 0.05, "alpha": 10.0, "seed": 42}
+
+
+@dataclass
+class EvaluationResult:
+    dataset: str
+    users_evaluated: int
+    models: dict[str, dict[str, float]]
+    fidelity: dict[str, float] | None = None
+    read: list[TableVersion] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {"dataset": self.dataset, "users_evaluated": self.users_evaluated, "models": self.models}
+        if self.fidelity is not None:
+            out["fidelity"] = self.fidelity
+        return out
+
+
+def _metrics(scores_by_batch) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for scores, targets in scores_by_batch:
+        for key, value in ranking_sums(target_ranks(scores, targets), KS).items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {k: round(v, 6) for k, v in sorted(finalize(totals).items())}
+
+
+def _batches(n: int, size: int = 512):
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def evaluate_encoder(model, test: pd.DataFrame) -> dict[str, float]:
+    """Full-ranking test metrics of the encoder: the state after the events before each test target."""
+    window = model.spec.max_len
+
+    def scored():
+        for start, stop in _batches(len(test)):
+            rows = [r for _, r in test.iloc[start:stop].iterrows()]
+            pairs = [target_window(r, int(r["test_pos"]), window) for r in rows]
+            batch = collate([w for w, _ in pairs])
+            with torch.no_grad():
+                scores = model.next_item_logits(model.last_state(batch))
+            yield scores, torch.tensor([t for _, t in pairs])
+
+    model.eval()
+    return _metrics(scored())
+
+
+def _training_interactions(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
+                           item_index: DataFrame) -> tuple[DataFrame, TableVersion]:
+    """(user_id, item idx) of every behaviour event except each evaluated user's test target."""
+    behaviour, version = read_snapshot(spark, config, "behaviour_events", snapshot_date)
+    newest_first = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("event_order"))
+    events = behaviour.select(
+        "user_id", "item_id",
+        F.row_number().over(newest_first).alias("newest"),
+        F.count("*").over(Window.partitionBy("user_id")).alias("n"),
+    )
+    train = events.where((F.col("n") < 3) | (F.col("newest") > 1))
+    return train.join(item_index, "item_id").select("user_id", "idx"), version
+
+
+def evaluate_popularity(train: DataFrame, n_items: int, targets: torch.Tensor) -> dict[str, float]:
+    counts = np.zeros(n_items)
+    for row in train.groupBy("idx").count().collect():
+        counts[row["idx"]] = row["count"]
+    # Ties between equally popular items count against the target (see metrics.target_ranks).
+    scores = torch.as_tensor(counts, dtype=torch.float32)
+    return _metrics((scores.expand(stop - start, -1), targets[start:stop])
+                    for start, stop in _batches(len(targets)))
+
+
+def evaluate_als(spark: SparkSession, train: DataFrame, users: list[str], n_items: int,
+                 targets: torch.Tensor) -> dict[str, float]:
+    """Spark ML ALS (implicit), scored by full ranking: user factors times every item's factors."""
+    from pyspark.ml.recommendation import ALS
+
+    user_ids = spark.createDataFrame([(u, i) for i, u in enumerate(users)], "user_id string, uid int")
+    all_users = train.select("user_id").distinct().join(user_ids, "user_id", "left")
+    top = len(users)
+    extra = all_users.where(F.col("uid").isNull()).select(
+        "user_id", (F.row_number().over(Window.orderBy("user_id")) + top - 1).cast("int").alias("uid"))
+    uid = all_users.where(F.col("uid").isNotNull()).unionByName(extra)
+    ratings = train.join(uid, "user_id").groupBy("uid", "idx").agg(F.count("*").cast("float").alias("n"))
+    als = ALS(userCol="uid", itemCol="idx", ratingCol="n", implicitPrefs=True, coldStartStrategy="nan",
+              nonnegative=False, **ALS_PARAMS)
+    fitted = als.fit(ratings)
+    item_f = np.zeros((n_items, ALS_PARAMS["rank"]), dtype=np.float32)
+    known = np.zeros(n_items, dtype=bool)
+    for row in fitted.itemFactors.collect():
+        item_f[row["id"]] = row["features"]
+        known[row["id"]] = True
+    user_f = np.zeros((top, ALS_PARAMS["rank"]), dtype=np.float32)
+    for row in fitted.userFactors.where(F.col("id") < top).collect():
+        user_f[row["id"]] = row["features"]
+    item_t = torch.from_numpy(item_f)
+    unseen = torch.from_numpy(~known)
+
+    def scored():
+        for start, stop in _batches(top):
+            scores = torch.from_numpy(user_f[start:stop]) @ item_t.T
+            scores[:, unseen] = float("-inf")
+            yield scores, targets[start:stop]
+
+    return _metrics(scored())
+
+
+def interest_fidelity(weights: pd.DataFrame, truth: pd.DataFrame, categories: list[str]) -> dict[str, float]:
+    """Top-3 match and mean Spearman between category weights and planted mixtures.
+
+    ``top3_match``: share of users whose three heaviest categories equal the
+    planted three as a set. ``spearman``: per user, rank correlation over every
+    category of the vocabulary (absent = 0), averaged over users.
+    """
+    pred = weights.pivot_table(index="user_id", columns="key", values="weight", fill_value=0.0)
+    true = truth.pivot_table(index="user_id", columns="category", values="weight", fill_value=0.0)
+    users = pred.index.intersection(true.index)
+    pred = pred.reindex(index=users, columns=categories, fill_value=0.0)
+    true = true.reindex(index=users, columns=categories, fill_value=0.0)
+    top3 = [set(pred.columns[np.argsort(-p, kind="stable")[:3]]) == set(true.columns[np.argsort(-t, kind="stable")[:3]])
+            for p, t in zip(pred.to_numpy(), true.to_numpy())]
+    spearman = pred.rank(axis=1).corrwith(true.rank(axis=1), axis=1, method="pearson")
+    return {"users": int(len(users)), "top3_match": round(float(np.mean(top3)), 4),
+            "spearman": round(float(spearman.mean()), 4)}
+
+
+def evaluate_profiles(
+    spark: SparkSession,
+    config: ProfilingConfig,
+    snapshot_date: dt.date,
+    model,
+    ground_truth: Path | None = None,
+) -> EvaluationResult:
+    """Test metrics of the encoder, most-popular and ALS on one split; fidelity if a ground truth is given."""
+    sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
+    vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
+    test = sequences.where(F.col("test_pos") >= 0).select("user_id", "length", "test_pos", *FEATURES) \
+        .orderBy("user_id").toPandas()
+    item_index = vocab.where(F.col("dimension") == "item").select(F.col("key").alias("item_id"), "idx")
+    n_items = int(vocab.where(F.col("dimension") == "item").agg(F.max("idx")).first()[0]) + 1
+    targets = torch.tensor([int(r["item"][int(r["test_pos"])]) for _, r in test.iterrows()], dtype=torch.long)
+    train, behaviour_version = _training_interactions(spark, config, snapshot_date, item_index)
+    train = train.cache()
+    models = {"profiling": evaluate_encoder(model, test)}
+    models["popularity"] = evaluate_popularity(train, n_items, targets)
+    models["als"] = evaluate_als(spark, train, list(test["user_id"]), n_items, targets)
+    train.unpersist()
+    runs, _ = read_snapshot(spark, config, "ingest_runs", snapshot_date)
+    path = runs.where(F.col("source") == "behaviour").select("path").first()
+    dataset = Path(path["path"]).parent.name if path and path["path"] else "unknown"
+    result = EvaluationResult(dataset, len(test), models, read=[seq_version, vocab_version, behaviour_version])
+    if ground_truth is not None:
+        weights, _ = read_snapshot(spark, config, "user_interest_weights", snapshot_date)
+        weights = weights.where(F.col("dimension") == "category").select("user_id", "key", "weight").toPandas()
+        truth = pd.read_csv(ground_truth, dtype={"user_id": str, "category": str})
+        categories = sorted(set(truth["category"]) | set(weights["key"]))
+        result.fidelity = interest_fidelity(weights, truth, categories)
+    log.info("evaluated %d users of %s: %s", len(test), dataset,
+             {m: (v["recall@10"], v["ndcg@10"]) for m, v in models.items()})
+    return result

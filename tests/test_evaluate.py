@@ -1,0 +1,70 @@
+"""The evaluation protocol: one split for the encoder and the baselines, checked against pandas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from profiling.evaluate import interest_fidelity
+
+from conftest import SNAPSHOT
+
+
+@pytest.fixture(scope="module")
+def evaluation(pipeline, spark, config, input_dir):
+    from profiling.pipeline import run_evaluate
+
+    return run_evaluate(spark, config, SNAPSHOT, ground_truth=input_dir / "ground_truth.csv.gz")
+
+
+def _behaviour(input_dir):
+    frame = pd.read_csv(input_dir / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    frame = frame[(frame["user_id"].str.strip() != "") & frame["ts"].str.isdigit()]
+    frame = frame[~frame["value"].isin(["twelve", "NaN"])]
+    frame["order"] = np.arange(len(frame))
+    frame["ts"] = frame["ts"].astype(int)
+    return frame.sort_values(["ts", "order"], kind="stable")
+
+
+def test_users_with_three_or_more_behaviour_events_are_evaluated(evaluation, input_dir):
+    counts = _behaviour(input_dir).groupby("user_id").size()
+    assert evaluation.users_evaluated == int((counts >= 3).sum())
+    assert set(evaluation.models) == {"profiling", "popularity", "als"}
+    for metrics in evaluation.models.values():
+        assert {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "hit@20"} <= set(metrics)
+        assert 0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= metrics["recall@50"] <= 1
+
+
+def test_popularity_baseline_matches_an_independent_computation(evaluation, input_dir):
+    events = _behaviour(input_dir)
+    last = events.groupby("user_id").tail(1)
+    test = last[last["user_id"].map(events.groupby("user_id").size()) >= 3]
+    train = events.drop(test.index)
+    popularity = train["item_id"].value_counts()
+    all_items = pd.Series(0, index=events["item_id"].unique()).add(popularity, fill_value=0)
+
+    def rank(item):  # ties count against the target, as in profiling.metrics
+        return int((all_items >= all_items[item]).sum()) - 1
+
+    ranks = np.array([rank(i) for i in test["item_id"]])
+    assert evaluation.models["popularity"]["recall@10"] == pytest.approx(np.mean(ranks < 10), abs=1e-6)
+    ndcg = np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0))
+    assert evaluation.models["popularity"]["ndcg@10"] == pytest.approx(ndcg, abs=1e-6)
+
+
+def test_fidelity_figures_are_reported_for_generated_data(evaluation):
+    assert evaluation.fidelity["users"] > 100
+    assert 0 <= evaluation.fidelity["top3_match"] <= 1
+    assert -1 <= evaluation.fidelity["spearman"] <= 1
+
+
+def test_interest_fidelity_on_hand_made_weights():
+    truth = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 3, "category": ["x", "y", "z", "w", "x", "y", "z"],
+                          "weight": [0.4, 0.3, 0.2, 0.1, 0.5, 0.3, 0.2]})
+    weights = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 3, "key": ["x", "y", "z", "w", "w", "y", "z"],
+                            "weight": [0.4, 0.3, 0.2, 0.1, 0.5, 0.3, 0.2]})
+    got = interest_fidelity(weights, truth, ["w", "x", "y", "z"])
+    assert got["users"] == 2 and got["top3_match"] == 0.5
+    # user b: ranks over (w, x, y, z) are (4, 1, 3, 2) against (1, 4, 3, 2): Pearson -0.8
+    assert got["spearman"] == pytest.approx((1.0 - 0.8) / 2)
