@@ -86,8 +86,8 @@ class TrainConfig(_Section):
     num_processes: int = Field(2, ge=1)
     use_gpu: bool = False
     local_mode: bool = True
-    epochs: int = Field(40, ge=1)
-    patience: int = Field(5, ge=1)
+    epochs: int = Field(100, ge=1)
+    patience: int = Field(10, ge=1)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(0.002, gt=0)
     weight_decay: float = Field(0.01, ge=0)

@@ -70,10 +70,10 @@ def evaluate_encoder(model, test: pd.DataFrame) -> dict[str, float]:
     def scored():
         for start, stop in _batches(len(test)):
             rows = [r for _, r in test.iloc[start:stop].iterrows()]
-            pairs = [target_window(r, int(r["test_pos"]), window) for r in rows]
+            pairs = [target_window(r, int(r["test_pos"]), window, model.spec.behaviour_idx) for r in rows]
             batch = collate([w for w, _ in pairs])
             with torch.no_grad():
-                scores = model.next_item_logits(model.last_state(batch))
+                scores = model.score_next(batch)
             yield scores, torch.tensor([t for _, t in pairs])
 
     model.eval()

@@ -86,7 +86,7 @@ def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[in
             for start in range(0, len(frame), batch_size):
                 part = frame.iloc[start:start + batch_size]
                 rows = [r for _, r in part.iterrows()]
-                batch = collate([profile_window(r, model.spec.max_len) for r in rows])
+                batch = collate([profile_window(r, model.spec.max_len, model.spec.behaviour_idx) for r in rows])
                 with torch.no_grad():
                     out = {k: v.numpy() for k, v in model(batch).items()}
                 yield pd.DataFrame({

@@ -96,18 +96,24 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
 
     # The circle: neighbours in either direction; each neighbour contributes its
     # own most frequent items (capped first, so a popular user cannot explode the join).
+    # Only items a neighbour had before the user's last behaviour event count, so the
+    # circle never reveals what the user did last (the test target) from the future.
     m = config.sequences.social_context_items
     neighbours = social.select("user_id", F.col("other_user_id").alias("neighbour"), "relation").unionByName(
         social.select(F.col("other_user_id").alias("user_id"), F.col("user_id").alias("neighbour"), "relation")
     ).dropDuplicates(["user_id", "neighbour"])
     per_item = behaviour_events.groupBy("user_id", "item_id").agg(
-        F.count("*").alias("n"), F.first("category", ignorenulls=True).alias("category")
+        F.count("*").alias("n"), F.first("category", ignorenulls=True).alias("category"),
+        F.min("ts").alias("first_ts"),
     )
+    cutoff = behaviour.groupBy("user_id").agg(F.max("ts").alias("cutoff"))
     top_own = per_item.withColumn(
         "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("n"), "item_id"))
     ).where(F.col("r") <= max(m, 1))
     circle = (
         neighbours.join(top_own.withColumnRenamed("user_id", "neighbour"), "neighbour")
+        .join(cutoff, "user_id", "left")
+        .where(F.col("cutoff").isNull() | (F.col("first_ts") < F.col("cutoff")))
         .groupBy("user_id", "item_id")
         .agg(F.count("*").alias("friends"), F.first("category", ignorenulls=True).alias("category"),
              F.first("relation").alias("relation"))

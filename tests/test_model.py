@@ -16,7 +16,9 @@ SIZES = {"item": 40, "category": 8, "event_type": 6, "source": 5, "attribute": 6
 @pytest.fixture()
 def model():
     torch.manual_seed(0)
-    return ProfileEncoder(EncoderSpec(vocab_sizes=SIZES, max_len=12, dim=16, heads=2, layers=2, interests=3)).eval()
+    spec = EncoderSpec(vocab_sizes=SIZES, max_len=12, dim=16, heads=2, layers=2, interests=3, behaviour_idx=2,
+                       social_idx=4)
+    return ProfileEncoder(spec).eval()
 
 
 def _window(length, seed=0):
@@ -66,8 +68,10 @@ def test_training_windows_label_the_next_behaviour_item_and_stop_before_validati
 
 def test_evaluation_windows_end_right_before_the_target():
     row = {name: list(range(2, 12)) for name in FEATURES}
-    window, target = target_window(row, position=9, window=4)
+    row["source"] = [2, 3, 2, 2, 2, 2, 2, 2, 2, 2]
+    window, target = target_window(row, position=9, window=4, behaviour_idx=2)
     assert window["item"].tolist() == [7, 8, 9, 10] and target == 11
+    assert window["history"].tolist() == [2, 4, 5, 6]  # the user's own items before the window
 
 
 def test_losses_are_finite_and_train_every_parameter(model):
@@ -81,3 +85,20 @@ def test_losses_are_finite_and_train_every_parameter(model):
     assert torch.isfinite(seq_loss) and torch.isfinite(interest_loss)
     untouched = [n for n, p in model.named_parameters() if p.grad is None]
     assert untouched == []
+
+
+def test_repeat_and_circle_offsets_move_exactly_those_items(model):
+    window = {name: np.array([2, 3, 2, 3]) for name in FEATURES}
+    window["item"] = np.array([5, 6, 7, 8])
+    window["source"] = np.array([4, 2, 2, 2])  # item 5 comes from the circle, 6-8 are the user's own
+    window["history"] = np.array([9])
+    batch = collate([window])
+    base = model.score_next(batch)
+    with torch.no_grad():
+        model.repeat_bias.fill_(-3.0)
+        model.circle_bias.fill_(2.0)
+    moved = model.score_next(batch) - base
+    assert torch.allclose(moved[0, [6, 7, 8, 9]], torch.full((4,), -3.0))
+    assert torch.isclose(moved[0, 5], torch.tensor(2.0))
+    others = [i for i in range(SIZES["item"]) if i not in (5, 6, 7, 8, 9)]
+    assert torch.all(moved[0, others] == 0)

@@ -44,6 +44,8 @@ class EncoderSpec:
     layers: int = 2
     interests: int = 4
     dropout: float = 0.2
+    behaviour_idx: int = -1  # source index of behaviour events (the user's own items)
+    social_idx: int = -1  # source index of social context events (the circle's items)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +69,10 @@ class ProfileEncoder(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, spec.layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
         self.interest_hidden = nn.Linear(d, 4 * d, bias=False)
         self.interest_query = nn.Linear(4 * d, spec.interests, bias=False)
+        # Learned score offsets for items the user already had and items of the user's circle:
+        # they let the model learn whether the platform's users repeat items (plays) or not (ratings).
+        self.repeat_bias = nn.Parameter(torch.zeros(()))
+        self.circle_bias = nn.Parameter(torch.zeros(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -102,40 +108,55 @@ class ProfileEncoder(nn.Module):
         attention = torch.softmax(scores, dim=-1)
         return attention, attention @ hidden
 
-    def next_item_logits(self, states: torch.Tensor) -> torch.Tensor:
-        return states @ self.item_embedding.T
+    def next_item_logits(
+        self, states: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores of every item as the next behaviour event after ``positions`` of ``rows`` (N, V).
+
+        ``states @ E_item`` plus the learned offsets for items the user had before
+        (``history`` and their own events up to the position) and circle items.
+        """
+        logits = states @ self.item_embedding.T
+        item, source = batch["item"][rows], batch["source"][rows]
+        visible = torch.arange(item.shape[1], device=item.device)[None] <= positions[:, None]
+        own = torch.zeros_like(logits)
+        own.scatter_(1, torch.where(visible & (source == self.spec.behaviour_idx), item, 0), 1.0)
+        if "history" in batch:
+            own.scatter_(1, batch["history"][rows], 1.0)
+        circle = torch.zeros_like(logits)
+        circle.scatter_(1, torch.where(visible & (source == self.spec.social_idx), item, 0), 1.0)
+        own[:, 0] = 0.0
+        circle[:, 0] = 0.0
+        return logits + self.repeat_bias * own + self.circle_bias * circle
+
+    def score_next(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores of every item as the event after each sequence's last one (B, V)."""
+        hidden, _ = self.encode(batch)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last = (batch["lengths"] - 1).clamp(min=0)
+        return self.next_item_logits(hidden[rows, last], batch, rows, last)
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-item cross-entropy on every prefix, and the label-aware multi-interest loss."""
         hidden, _ = self.encode(batch)
         labels = batch["labels"]
         chosen = labels > 0
-        if chosen.any():
-            seq_loss = F.cross_entropy(self.next_item_logits(hidden[chosen]), labels[chosen])
-        else:
-            seq_loss = hidden.sum() * 0.0
+        rows, positions = chosen.nonzero(as_tuple=True)
+        seq_loss = F.cross_entropy(self.next_item_logits(hidden[rows, positions], batch, rows, positions),
+                                   labels[rows, positions])
         # Interests see the events before the last labelled position's target.
         cut = batch["interest_cut"]  # (B,) events [0, cut) are visible; target item is interest_target
         target = batch["interest_target"]
-        rows = target > 0
-        if rows.any():
-            positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
-            visible = positions < cut[:, None]
-            _, vectors = self.interests(hidden[rows], visible[rows])
-            target_vec = self.item_embedding[target[rows]]
-            choose = torch.softmax((vectors @ target_vec[:, :, None]).squeeze(-1), dim=-1)
-            user = (choose[:, :, None] * vectors).sum(1)
-            interest_loss = F.cross_entropy(self.next_item_logits(user), target[rows])
-        else:
-            interest_loss = hidden.sum() * 0.0
+        rows = (target > 0).nonzero(as_tuple=True)[0]
+        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        visible = positions < cut[:, None]
+        _, vectors = self.interests(hidden[rows], visible[rows])
+        target_vec = self.item_embedding[target[rows]]
+        choose = torch.softmax((vectors @ target_vec[:, :, None]).squeeze(-1), dim=-1)
+        user = (choose[:, :, None] * vectors).sum(1)
+        logits = self.next_item_logits(user, batch, rows, cut[rows] - 1)
+        interest_loss = F.cross_entropy(logits, target[rows])
         return seq_loss, interest_loss
-
-    @torch.no_grad()
-    def last_state(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The hidden state after each sequence's last event (B, d): what next-item ranking uses."""
-        hidden, _ = self.encode(batch)
-        last = (batch["lengths"] - 1).clamp(min=0)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def profile(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Profile of each user: embedding, interests, interest weights and event importance."""

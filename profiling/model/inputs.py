@@ -17,8 +17,12 @@ GAP_BUCKETS = 32
 VALUE_BUCKETS = 32
 
 
-def _window(row: Mapping, start: int, end: int) -> dict[str, np.ndarray]:
-    return {name: np.asarray(row[name][start:end], dtype=np.int64) for name in FEATURES}
+def _window(row: Mapping, start: int, end: int, behaviour_idx: int) -> dict[str, np.ndarray]:
+    """Events [start, end) and, as ``history``, the user's own items before ``start``."""
+    out = {name: np.asarray(row[name][start:end], dtype=np.int64) for name in FEATURES}
+    before = np.asarray(row["source"][:start]) == behaviour_idx
+    out["history"] = np.asarray(row["item"][:start], dtype=np.int64)[before]
+    return out
 
 
 def training_windows(row: Mapping, behaviour_idx: int, window: int) -> list[dict[str, np.ndarray]]:
@@ -38,7 +42,7 @@ def training_windows(row: Mapping, behaviour_idx: int, window: int) -> list[dict
     out = []
     for stop in range(end, 1, -window):
         start = max(0, stop - window)
-        chunk = _window(row, start, stop)
+        chunk = _window(row, start, stop, behaviour_idx)
         is_behaviour = source[start:stop] == behaviour_idx
         labels = np.zeros(stop - start, dtype=np.int64)
         labels[:-1] = np.where(is_behaviour[1:], items[start + 1:stop], 0)
@@ -52,27 +56,29 @@ def training_windows(row: Mapping, behaviour_idx: int, window: int) -> list[dict
     return out
 
 
-def target_window(row: Mapping, position: int, window: int) -> tuple[dict[str, np.ndarray], int]:
+def target_window(
+    row: Mapping, position: int, window: int, behaviour_idx: int
+) -> tuple[dict[str, np.ndarray], int]:
     """The last ``window`` events before ``position``, and the item at it (leave-last-out evaluation)."""
-    return _window(row, max(0, position - window), position), int(row["item"][position])
+    return _window(row, max(0, position - window), position, behaviour_idx), int(row["item"][position])
 
 
-def profile_window(row: Mapping, window: int) -> dict[str, np.ndarray]:
+def profile_window(row: Mapping, window: int, behaviour_idx: int) -> dict[str, np.ndarray]:
     """The user's last ``window`` events: what a profile is computed from."""
     length = int(row["length"])
-    return _window(row, max(0, length - window), length)
+    return _window(row, max(0, length - window), length, behaviour_idx)
 
 
 def collate(windows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Right-pad windows into (B, T) tensors; scalars become (B,) tensors; adds ``lengths``."""
     lengths = [len(w["item"]) for w in windows]
-    width = max(1, max(lengths))
     batch: dict[str, torch.Tensor] = {}
     for name in windows[0]:
         first = windows[0][name]
         if np.ndim(first) == 0:
             batch[name] = torch.as_tensor(np.array([w[name] for w in windows], dtype=np.int64))
             continue
+        width = max(1, max(len(w[name]) for w in windows))
         out = np.zeros((len(windows), width), dtype=np.int64)
         for i, w in enumerate(windows):
             out[i, : len(w[name])] = w[name]

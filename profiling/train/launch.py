@@ -39,8 +39,10 @@ class TrainResult:
     read: list[TableVersion] = field(default_factory=list)
 
 
-def vocabulary_sizes(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> tuple[dict, int, TableVersion]:
-    """Embedding table sizes per event dimension, and the index of source ``behaviour``."""
+def vocabulary_sizes(
+    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
+) -> tuple[dict[str, int], dict[str, int], TableVersion]:
+    """Embedding table sizes per event dimension, and the indices of the sources."""
     vocab, version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     rows = vocab.groupBy("dimension").agg(F.max("idx").alias("top")).collect()
     sizes = {r["dimension"]: int(r["top"]) + 1 for r in rows}
@@ -48,8 +50,8 @@ def vocabulary_sizes(spark: SparkSession, config: ProfilingConfig, snapshot_date
     missing = [f for f in FEATURES if f not in sizes]
     if missing:
         raise MissingStageOutput(f"vocabularies for {snapshot_date} lack dimensions {missing}: rerun the sequences stage")
-    behaviour = vocab.where((F.col("dimension") == "source") & (F.col("key") == "behaviour")).first()
-    return sizes, int(behaviour["idx"]) if behaviour else -1, version
+    sources = {r["key"]: int(r["idx"]) for r in vocab.where(F.col("dimension") == "source").collect()}
+    return sizes, sources, version
 
 
 def train_encoder(
@@ -60,10 +62,12 @@ def train_encoder(
     files = sorted(sequences.inputFiles())
     if not files:
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
-    sizes, behaviour_idx, vocab_version = vocabulary_sizes(spark, config, snapshot_date)
+    sizes, sources, vocab_version = vocabulary_sizes(spark, config, snapshot_date)
+    behaviour_idx = sources.get("behaviour", -1)
     spec = EncoderSpec(
         vocab_sizes=sizes, max_len=config.model.max_len, dim=config.model.dim, heads=config.model.heads,
         layers=config.model.layers, interests=config.model.interests, dropout=config.model.dropout,
+        behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
     )
     checkpoints = config.workdir_path / "checkpoints" / (run_id or f"snapshot-{snapshot_date}")
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,7 @@ def train_encoder(
     result = json.loads((checkpoints / "result.json").read_text())
     model = load_checkpoint(Path(result["checkpoint"]))
     rows = [row for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))]
-    example = collate([profile_window(row, spec.max_len) for row in rows])
+    example = collate([profile_window(row, spec.max_len, behaviour_idx) for row in rows])
     version = tracking.log_encoder(model, {k: v.numpy() for k, v in example.items()}, config.mlflow.registered_model)
     log.info("registered %s version %s (best epoch %d of %d)", config.mlflow.registered_model, version,
              result["best_epoch"] + 1, result["epochs_run"])

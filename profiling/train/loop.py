@@ -47,7 +47,7 @@ def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: t
         batch = collate([w for w, _ in pending])
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
-            scores = model.next_item_logits(model.last_state(batch))
+            scores = model.score_next(batch)
         targets = torch.tensor([t for _, t in pending], device=device)
         for key, value in ranking_sums(target_ranks(scores, targets), ks).items():
             totals[key] += value
@@ -55,7 +55,7 @@ def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: t
 
     for row in rows_of_rank(job["files"], rank, world):
         if row["valid_pos"] > 0:
-            pending.append(target_window(row, row["valid_pos"], model.spec.max_len))
+            pending.append(target_window(row, row["valid_pos"], model.spec.max_len, model.spec.behaviour_idx))
             if len(pending) == job["eval_batch_size"]:
                 flush()
     if pending:
