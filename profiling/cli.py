@@ -152,13 +152,14 @@ def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Dat
 
 @app.command()
 def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-         set_: SetOpt = None, users: Annotated[int, typer.Option(help="Synthetic users")] = 3000) -> None:
-    """Generate synthetic logs, run the whole pipeline on them and print a summary."""
+         set_: SetOpt = None, users: Annotated[int, typer.Option(help="Synthetic users")] = 2000) -> None:
+    """Generate synthetic logs, run the whole pipeline on them and print a summary (config: conf/demo.yaml)."""
+    from profiling.config import DEFAULT_CONFIG
     from profiling.demo import print_summary
     from profiling.generate import generate_logs
     from profiling.pipeline import run_pipeline
 
-    cfg = _config(config, workdir or Path("work/demo"), set_)
+    cfg = _config(config or DEFAULT_CONFIG.with_name("demo.yaml"), workdir, set_)
     data = cfg.workdir_path / "input"
     generate_logs(data, users=users)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"dir": str(data)})})

@@ -93,6 +93,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
     interest_loss_weight: float = Field(0.5, ge=0)
+    negatives: int = Field(2048, ge=0)
     shuffle_buffer: int = Field(4096, ge=1)
     seed: int = 42
     eval_k: list[int] = Field(default_factory=lambda: [10, 20, 50])
@@ -169,9 +170,8 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ProfilingConfig:
-    """Read a YAML config (default: ``conf/default.yaml``), apply overrides, validate once."""
-    source = Path(path) if path else DEFAULT_CONFIG
+def _read_yaml(source: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a dict; ``base: other.yaml`` (relative to the file) is read first and overlaid."""
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
     try:
@@ -180,7 +180,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    data = _merge(data, overrides or {})
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (source.parent / str(base)).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{source}: base: {base} includes itself")
+    return _merge(_read_yaml(base_path, (*seen, source.resolve())), data)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ProfilingConfig:
+    """Read a YAML config (default: ``conf/default.yaml``), apply overrides, validate once."""
+    source = Path(path) if path else DEFAULT_CONFIG
+    data = _merge(_read_yaml(source), overrides or {})
     try:
         return ProfilingConfig.model_validate(data)
     except ValidationError as exc:

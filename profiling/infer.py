@@ -56,17 +56,20 @@ def _load_model(tracking_uri: str, model_uri: str):
 
 
 def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, dict[int, str]]) -> list[dict]:
+    """Long-format weights: per dimension, the event importance summed per key, normalised to 1."""
     length = int(row["length"])
     out = []
     for dim in WEIGHT_DIMENSIONS:
         idx = np.asarray(row[dim][:length], dtype=np.int64)
         if length == 0:
             continue
-        mass = np.bincount(idx, weights=importance[:length])
+        mass = np.bincount(idx, weights=importance)
         mass[:2] = 0.0  # padding and "<none>" (e.g. a category on a demographic event) carry no key
         keys = np.flatnonzero(mass > 0)
         order = keys[np.argsort(-mass[keys], kind="stable")]
         total = mass.sum()
+        if total <= 0:
+            continue
         for rank, key in enumerate(order, start=1):
             out.append({"dimension": dim, "key": names[dim].get(int(key), "<none>"),
                         "weight": float(mass[key] / total), "rank": rank})
@@ -79,24 +82,32 @@ def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[in
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
 
-        from profiling.model.inputs import collate, profile_window
+        from profiling.model.inputs import collate, profile_chunks
 
         model = _load_model(tracking_uri, model_uri)
+        window, behaviour_idx = model.spec.max_len, model.spec.behaviour_idx
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 part = frame.iloc[start:start + batch_size]
                 rows = [r for _, r in part.iterrows()]
-                batch = collate([profile_window(r, model.spec.max_len, model.spec.behaviour_idx) for r in rows])
+                chunks = [(i, first, w) for i, r in enumerate(rows) for first, w in
+                          profile_chunks(r, window, behaviour_idx)]
                 with torch.no_grad():
-                    out = {k: v.numpy() for k, v in model(batch).items()}
+                    out = {k: v.numpy() for k, v in model(collate([w for _, _, w in chunks])).items()}
+                newest = {}
+                importance = [np.zeros(int(r["length"])) for r in rows]
+                for j, (i, first, w) in enumerate(chunks):
+                    newest.setdefault(i, j)
+                    n = len(w["item"])
+                    # Each window's importance sums to 1; weight it by its share of the history.
+                    importance[i][first:first + n] = out["event_importance"][j][:n] * n / max(len(importance[i]), 1)
+                pick = [newest[i] for i in range(len(rows))]
                 yield pd.DataFrame({
                     "user_id": part["user_id"].to_numpy(),
-                    "embedding": list(out["embedding"].astype(np.float32)),
-                    "interest_embeddings": [list(v) for v in out["interest_embeddings"].astype(np.float32)],
-                    "interest_weights": list(out["interest_weights"].astype(np.float32)),
-                    "dimension_weights": [
-                        _dimension_weights(r, out["event_importance"][i], names) for i, r in enumerate(rows)
-                    ],
+                    "embedding": list(out["embedding"][pick].astype(np.float32)),
+                    "interest_embeddings": [list(v) for v in out["interest_embeddings"][pick].astype(np.float32)],
+                    "interest_weights": list(out["interest_weights"][pick].astype(np.float32)),
+                    "dimension_weights": [_dimension_weights(r, importance[i], names) for i, r in enumerate(rows)],
                 })
 
     return score

@@ -15,6 +15,15 @@ def test_the_shipped_default_config_is_valid():
     assert config.tracking_uri.startswith("sqlite:///") and config.tracking_uri.endswith("mlflow.db")
 
 
+def test_a_config_can_extend_a_base_file_and_the_demo_config_does(tmp_path):
+    demo = load_config(DEFAULT_CONFIG.with_name("demo.yaml"))
+    assert demo.train.epochs < load_config().train.epochs
+    assert demo.model == load_config().model
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")
+
+
 def test_overrides_are_parsed_as_yaml_values_and_win():
     config = load_config(overrides=parse_overrides(["train.epochs=7", "train.use_gpu=true", "input.dir=/data"]))
     assert (config.train.epochs, config.train.use_gpu, config.input.dir) == (7, True, "/data")

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from profiling.model.inputs import FEATURES
-from profiling.train.data import COLUMNS, TrainingWindows, plan_shards, read_rows
+from profiling.train.data import COLUMNS, TrainingBatches, plan_shards, read_rows
 
 
 def _write(path, users, row_group_size):
@@ -32,12 +32,24 @@ def test_readers_share_the_rows_without_overlap_or_loss(tmp_path, readers, row_g
     assert min(per_reader) > 0
 
 
-def test_ranks_get_disjoint_training_windows_in_a_shuffled_order(tmp_path):
+def test_ranks_get_disjoint_length_bucketed_batches_reshuffled_each_epoch(tmp_path):
     files = [_write(tmp_path / "a.parquet", range(40), 10)]
     assert set(COLUMNS) <= set(pq.read_schema(tmp_path / "a.parquet").names)
-    ranks = [TrainingWindows(files, rank, 2, behaviour_idx=2, window=50, buffer=8, seed=1) for rank in range(2)]
-    counts = [sum(1 for _ in r) for r in ranks]
-    assert counts == [20, 20]
-    first = [w["interest_cut"] for w in ranks[0]]
+    ranks = [TrainingBatches(files, rank, 2, behaviour_idx=2, window=50, batch_size=6, buffer=8, seed=1)
+             for rank in range(2)]
+    batches = [list(r) for r in ranks]
+    assert [sum(len(b) for b in rank) for rank in batches] == [20, 20]
+    assert max(len(b) for rank in batches for b in rank) == 6
+    first = [len(b) for b in batches[0]]
     ranks[0].set_epoch(1)
-    assert len([w for w in ranks[0]]) == len(first)
+    assert sorted(len(b) for b in ranks[0]) == sorted(first)
+
+
+def test_a_batch_holds_windows_of_similar_length(tmp_path):
+    columns = {name: [[2] * n for n in range(2, 42)] for name in FEATURES}
+    columns.update(length=list(range(2, 42)), valid_pos=[-1] * 40, test_pos=[-1] * 40)
+    pq.write_table(pa.table(columns), tmp_path / "v.parquet")
+    data = TrainingBatches([f"file:{tmp_path}/v.parquet"], 0, 1, behaviour_idx=2, window=50, batch_size=8,
+                           buffer=40, seed=3)
+    spreads = [max(len(w["item"]) for w in b) - min(len(w["item"]) for w in b) for b in data]
+    assert sum(len(b) for b in data) == 40 and max(spreads) <= 16

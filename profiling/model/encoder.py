@@ -44,6 +44,7 @@ class EncoderSpec:
     layers: int = 2
     interests: int = 4
     dropout: float = 0.2
+    negatives: int = 0  # sampled negatives per batch when the catalogue is larger; 0 = always full softmax
     behaviour_idx: int = -1  # source index of behaviour events (the user's own items)
     social_idx: int = -1  # source index of social context events (the circle's items)
 
@@ -108,26 +109,58 @@ class ProfileEncoder(nn.Module):
         attention = torch.softmax(scores, dim=-1)
         return attention, attention @ hidden
 
-    def next_item_logits(
-        self, states: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        """Scores of every item as the next behaviour event after ``positions`` of ``rows`` (N, V).
-
-        ``states @ E_item`` plus the learned offsets for items the user had before
-        (``history`` and their own events up to the position) and circle items.
-        """
-        logits = states @ self.item_embedding.T
+    def _membership(
+        self, batch: dict[str, torch.Tensor], rows: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, V) 0/1 tables: items the user had before ``positions`` (own), and the circle's items."""
         item, source = batch["item"][rows], batch["source"][rows]
         visible = torch.arange(item.shape[1], device=item.device)[None] <= positions[:, None]
-        own = torch.zeros_like(logits)
-        own.scatter_(1, torch.where(visible & (source == self.spec.behaviour_idx), item, 0), 1.0)
+        shape = (len(rows), self.item_embedding.shape[0])
+        own = torch.zeros(shape, dtype=torch.uint8, device=item.device)
+        own.scatter_(1, torch.where(visible & (source == self.spec.behaviour_idx), item, 0), 1)
         if "history" in batch:
-            own.scatter_(1, batch["history"][rows], 1.0)
-        circle = torch.zeros_like(logits)
-        circle.scatter_(1, torch.where(visible & (source == self.spec.social_idx), item, 0), 1.0)
-        own[:, 0] = 0.0
-        circle[:, 0] = 0.0
+            own.scatter_(1, batch["history"][rows], 1)
+        circle = torch.zeros(shape, dtype=torch.uint8, device=item.device)
+        circle.scatter_(1, torch.where(visible & (source == self.spec.social_idx), item, 0), 1)
+        own[:, 0] = 0
+        circle[:, 0] = 0
+        return own, circle
+
+    def next_item_logits(
+        self,
+        states: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        rows: torch.Tensor,
+        positions: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores of items as the next behaviour event after ``positions`` of ``rows``.
+
+        ``states @ E_item`` plus the learned offsets for items the user had before
+        (``history`` and their own events up to the position) and for circle items.
+        Default: every item (N, V). With ``targets`` (N,) and shared ``negatives`` (S,):
+        the target's score then the negatives' (N, 1 + S), for sampled softmax.
+        """
+        own, circle = self._membership(batch, rows, positions)
+        if negatives is None:
+            logits = states @ self.item_embedding.T
+        else:
+            positive = (states * self.item_embedding[targets]).sum(-1, keepdim=True)
+            logits = torch.cat([positive, states @ self.item_embedding[negatives].T], 1)
+            columns = torch.cat([targets[:, None], negatives[None].expand(len(targets), -1)], 1)
+            own, circle = own.gather(1, columns), circle.gather(1, columns)
         return logits + self.repeat_bias * own + self.circle_bias * circle
+
+    def _loss(self, states, batch, rows, positions, targets) -> torch.Tensor:
+        """Cross-entropy over all items, or over the target and shared sampled negatives for large catalogues."""
+        n_items = self.item_embedding.shape[0]
+        if not self.spec.negatives or n_items - 2 <= self.spec.negatives:
+            return F.cross_entropy(self.next_item_logits(states, batch, rows, positions), targets)
+        negatives = torch.randint(2, n_items, (self.spec.negatives,), device=states.device)
+        logits = self.next_item_logits(states, batch, rows, positions, targets, negatives)
+        logits[:, 1:] = logits[:, 1:].masked_fill(negatives[None] == targets[:, None], float("-inf"))
+        return F.cross_entropy(logits, torch.zeros_like(targets))
 
     def score_next(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores of every item as the event after each sequence's last one (B, V)."""
@@ -140,10 +173,8 @@ class ProfileEncoder(nn.Module):
         """Next-item cross-entropy on every prefix, and the label-aware multi-interest loss."""
         hidden, _ = self.encode(batch)
         labels = batch["labels"]
-        chosen = labels > 0
-        rows, positions = chosen.nonzero(as_tuple=True)
-        seq_loss = F.cross_entropy(self.next_item_logits(hidden[rows, positions], batch, rows, positions),
-                                   labels[rows, positions])
+        rows, positions = (labels > 0).nonzero(as_tuple=True)
+        seq_loss = self._loss(hidden[rows, positions], batch, rows, positions, labels[rows, positions])
         # Interests see the events before the last labelled position's target.
         cut = batch["interest_cut"]  # (B,) events [0, cut) are visible; target item is interest_target
         target = batch["interest_target"]
@@ -154,8 +185,7 @@ class ProfileEncoder(nn.Module):
         target_vec = self.item_embedding[target[rows]]
         choose = torch.softmax((vectors @ target_vec[:, :, None]).squeeze(-1), dim=-1)
         user = (choose[:, :, None] * vectors).sum(1)
-        logits = self.next_item_logits(user, batch, rows, cut[rows] - 1)
-        interest_loss = F.cross_entropy(logits, target[rows])
+        interest_loss = self._loss(user, batch, rows, cut[rows] - 1, target[rows])
         return seq_loss, interest_loss
 
     def profile(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -64,9 +64,22 @@ def target_window(
 
 
 def profile_window(row: Mapping, window: int, behaviour_idx: int) -> dict[str, np.ndarray]:
-    """The user's last ``window`` events: what a profile is computed from."""
+    """The user's last ``window`` events: what the profile embedding and interests are computed from."""
     length = int(row["length"])
     return _window(row, max(0, length - window), length, behaviour_idx)
+
+
+def profile_chunks(row: Mapping, window: int, behaviour_idx: int) -> list[tuple[int, dict[str, np.ndarray]]]:
+    """All kept events cut into windows from the end, newest first, with each window's start position.
+
+    The newest window is :func:`profile_window`; the older ones let the
+    dimension weights cover the user's whole kept history.
+    """
+    length = int(row["length"])
+    if length == 0:
+        return [(0, _window(row, 0, 0, behaviour_idx))]
+    return [(max(0, stop - window), _window(row, max(0, stop - window), stop, behaviour_idx))
+            for stop in range(length, 0, -window)]
 
 
 def collate(windows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:

@@ -58,14 +58,21 @@ def read_rows(shard: Shard) -> Iterator[dict]:
             seen += 1
 
 
-class TrainingWindows(IterableDataset):
-    """Training windows of this rank's share, shuffled within a buffer, reshuffled each epoch."""
+class TrainingBatches(IterableDataset):
+    """Batches of training windows from this rank's share, reshuffled each epoch.
 
-    def __init__(self, files: list[str], rank: int, world: int, behaviour_idx: int, window: int, buffer: int,
-                 seed: int):
+    Windows are pooled ``buffer`` at a time; a pool is sorted by length (with
+    a little noise, so batches differ between epochs), cut into batches and
+    the batches are shuffled. Similar lengths share a batch, so short
+    sequences are not padded to the longest window of the data.
+    """
+
+    def __init__(self, files: list[str], rank: int, world: int, behaviour_idx: int, window: int,
+                 batch_size: int, buffer: int, seed: int):
         super().__init__()
         self.files, self.rank, self.world, self.window = files, rank, world, window
-        self.behaviour_idx, self.buffer, self.seed = behaviour_idx, buffer, seed
+        self.behaviour_idx, self.batch_size, self.seed = behaviour_idx, batch_size, seed
+        self.buffer = max(buffer, batch_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -76,19 +83,35 @@ class TrainingWindows(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         return plan_shards(self.files, self.world * workers)[self.rank * workers + worker]
 
-    def __iter__(self) -> Iterator[dict]:
-        rng = random.Random(hash((self.seed, self.epoch, self.rank)))
-        buffer: list[dict] = []
+    def _batches(self, pool: list[dict], rng: random.Random) -> list[list[dict]]:
+        pool.sort(key=lambda w: len(w["item"]) + rng.uniform(0, 8))
+        batches = [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def _shuffled_rows(self, rng: random.Random) -> Iterator[dict]:
+        """This reader's rows through a shuffle buffer of ``buffer`` rows (streaming, bounded memory)."""
+        held: list[dict] = []
         for row in read_rows(self._shard()):
-            for window in training_windows(row, self.behaviour_idx, self.window):
-                if len(buffer) < self.buffer:
-                    buffer.append(window)
-                    continue
-                i = rng.randrange(len(buffer))
-                yield buffer[i]
-                buffer[i] = window
-        rng.shuffle(buffer)
-        yield from buffer
+            if len(held) < self.buffer:
+                held.append(row)
+                continue
+            i = rng.randrange(len(held))
+            yield held[i]
+            held[i] = row
+        rng.shuffle(held)
+        yield from held
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        rng = random.Random(hash((self.seed, self.epoch, self.rank)))
+        pool: list[dict] = []
+        for row in self._shuffled_rows(rng):
+            pool.extend(training_windows(row, self.behaviour_idx, self.window))
+            if len(pool) >= self.buffer:
+                yield from self._batches(pool, rng)
+                pool = []
+        if pool:
+            yield from self._batches(pool, rng)
 
 
 def rows_of_rank(files: list[str], rank: int, world: int) -> Iterator[dict]:

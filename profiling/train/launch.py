@@ -67,7 +67,7 @@ def train_encoder(
     spec = EncoderSpec(
         vocab_sizes=sizes, max_len=config.model.max_len, dim=config.model.dim, heads=config.model.heads,
         layers=config.model.layers, interests=config.model.interests, dropout=config.model.dropout,
-        behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
+        negatives=config.train.negatives, behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
     )
     checkpoints = config.workdir_path / "checkpoints" / (run_id or f"snapshot-{snapshot_date}")
     checkpoints.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from profiling.tracking import log_metrics_to_run
 from profiling.metrics import finalize, ranking_sums, target_ranks
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import collate, target_window
-from profiling.train.data import TrainingWindows, rows_of_rank, worker_init
+from profiling.train.data import TrainingBatches, rows_of_rank, worker_init
 
 
 def pick_device(use_gpu: bool) -> torch.device:
@@ -83,10 +83,10 @@ def train_worker(job: dict) -> dict:
     warmup = max(1, job["warmup_steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     checkpoints = Path(job["checkpoint_dir"])
-    dataset = TrainingWindows(job["files"], rank, world, job["behaviour_idx"], spec.max_len, job["shuffle_buffer"],
-                              job["seed"])
-    loader = DataLoader(dataset, batch_size=job["batch_size"], collate_fn=collate,
-                        num_workers=job["loader_workers"], worker_init_fn=worker_init)
+    dataset = TrainingBatches(job["files"], rank, world, job["behaviour_idx"], spec.max_len, job["batch_size"],
+                              job["shuffle_buffer"], job["seed"])
+    loader = DataLoader(dataset, batch_size=None, collate_fn=collate, num_workers=job["loader_workers"],
+                        worker_init_fn=worker_init)
 
     best: dict = {"epoch": -1, "metrics": {}, "score": -math.inf}
     stale = 0
