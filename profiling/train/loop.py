@@ -67,6 +67,14 @@ def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: t
     return finalize(dict(zip(keys, packed.tolist())))
 
 
+def _parameter_groups(model: ProfileEncoder, lr: float) -> list[dict]:
+    """The scalar score offsets get a larger step and no decay: Adam moves a scalar by about lr per step,
+    too slowly for an offset that must reach several units (e.g. "ratings are never repeated")."""
+    offsets = [model.repeat_bias, model.circle_bias]
+    rest = [p for p in model.parameters() if all(p is not o for o in offsets)]
+    return [{"params": rest}, {"params": offsets, "lr": 50 * lr, "weight_decay": 0.0}]
+
+
 def train_worker(job: dict) -> dict:
     """Train the encoder on this rank's share; return the best epoch and its validation metrics."""
     backend = "nccl" if job["use_gpu"] else "gloo"
@@ -79,7 +87,8 @@ def train_worker(job: dict) -> dict:
     spec = EncoderSpec(**job["spec"])
     model = ProfileEncoder(spec).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=job["learning_rate"], weight_decay=job["weight_decay"])
+    optimizer = torch.optim.AdamW(_parameter_groups(model, job["learning_rate"]), lr=job["learning_rate"],
+                                  weight_decay=job["weight_decay"])
     warmup = max(1, job["warmup_steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     checkpoints = Path(job["checkpoint_dir"])
