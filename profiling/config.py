@@ -88,6 +88,7 @@ class TrainConfig(_Section):
     local_mode: bool = True
     epochs: int = Field(100, ge=1)
     patience: int = Field(10, ge=1)
+    max_minutes: float = Field(20.0, gt=0)
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(0.002, gt=0)
     weight_decay: float = Field(0.01, ge=0)

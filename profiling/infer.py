@@ -55,15 +55,25 @@ def _load_model(tracking_uri: str, model_uri: str):
     return _MODELS[model_uri]
 
 
-def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, dict[int, str]]) -> list[dict]:
-    """Long-format weights: per dimension, the event importance summed per key, normalised to 1."""
+def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, dict[int, str]],
+                       social_idx: int) -> list[dict]:
+    """Long-format weights: per dimension, the event importance summed per key, normalised to 1.
+
+    Category weights count the user's own events (behaviour, preference); the
+    circle's items count only for users who have no categorised events of their own.
+    """
     length = int(row["length"])
     out = []
     for dim in WEIGHT_DIMENSIONS:
         idx = np.asarray(row[dim][:length], dtype=np.int64)
         if length == 0:
             continue
-        mass = np.bincount(idx, weights=importance)
+        weights = importance
+        if dim == "category":
+            own = np.asarray(row["source"][:length]) != social_idx
+            if (importance * own * (idx > 1)).sum() > 0:
+                weights = importance * own
+        mass = np.bincount(idx, weights=weights)
         mass[:2] = 0.0  # padding and "<none>" (e.g. a category on a demographic event) carry no key
         keys = np.flatnonzero(mass > 0)
         order = keys[np.argsort(-mass[keys], kind="stable")]
@@ -107,7 +117,8 @@ def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[in
                     "embedding": list(out["embedding"][pick].astype(np.float32)),
                     "interest_embeddings": [list(v) for v in out["interest_embeddings"][pick].astype(np.float32)],
                     "interest_weights": list(out["interest_weights"][pick].astype(np.float32)),
-                    "dimension_weights": [_dimension_weights(r, importance[i], names) for i, r in enumerate(rows)],
+                    "dimension_weights": [_dimension_weights(r, importance[i], names, model.spec.social_idx)
+                                          for i, r in enumerate(rows)],
                 })
 
     return score

@@ -15,10 +15,11 @@ What a profile says (no target needed):
 
 * interest weight ``pi[k]`` = the share of the user's events that interest k
   accounts for: the mean over events t of ``softmax_k(V[k] . H[t] / sqrt(d))``;
-* event importance ``a[t] = sum_k pi[k] A[k, t]`` (sums to 1 over the events);
-  a category's (event type's, source's) weight is the sum of ``a[t]`` over the
-  events that carry it;
-* the profile embedding is ``sum_k pi[k] V[k]``.
+* the profile embedding is ``u = sum_k pi[k] V[k]``;
+* event importance ``a[t] = softmax_t(u . H[t] / (4 sqrt(d)))`` over the
+  user's events: how strongly each event matches the whole profile (sums to
+  1); a category's (event type's, source's) weight is the sum of ``a[t]`` over
+  the events that carry it. ``A[k, t]`` says which events show interest k.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from profiling.model.inputs import FEATURES
+
+IMPORTANCE_TEMPERATURE = 4.0
 
 
 @dataclass(frozen=True)
@@ -198,13 +201,16 @@ class ProfileEncoder(nn.Module):
         counts = real.sum(1, keepdim=True)
         weights = (fit * real[:, :, None]).sum(1) / counts.clamp(min=1)
         weights = torch.where(counts > 0, weights, torch.full_like(weights, 1.0 / weights.shape[1]))
-        importance = (weights[:, :, None] * attention).sum(1) * real
-        importance = importance / importance.sum(1, keepdim=True).clamp(min=1e-12)
         embedding = (weights[:, :, None] * vectors).sum(1)
+        # How strongly each event matches the whole profile; the temperature keeps it close to
+        # "every event counts" while letting off-profile (noise) events count less.
+        match = (hidden @ embedding[:, :, None]).squeeze(-1) / (IMPORTANCE_TEMPERATURE * math.sqrt(self.spec.dim))
+        importance = torch.softmax(match.masked_fill(real == 0, float("-inf")), dim=-1).nan_to_num(0.0)
         return {
             "embedding": embedding,
             "interest_embeddings": vectors,
             "interest_weights": weights,
+            "interest_attention": attention,
             "event_importance": importance,
         }
 

@@ -75,6 +75,7 @@ def train_encoder(
     job = {
         "spec": spec.to_dict(), "files": files, "behaviour_idx": behaviour_idx,
         "use_gpu": t.use_gpu, "seed": t.seed, "epochs": t.epochs, "patience": t.patience,
+        "max_minutes": t.max_minutes,
         "batch_size": t.batch_size, "eval_batch_size": config.infer.batch_size,
         "learning_rate": t.learning_rate, "weight_decay": t.weight_decay, "warmup_steps": t.warmup_steps,
         "interest_loss_weight": t.interest_loss_weight, "shuffle_buffer": t.shuffle_buffer,

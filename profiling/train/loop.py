@@ -20,10 +20,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from profiling.tracking import log_metrics_to_run
 from profiling.metrics import finalize, ranking_sums, target_ranks
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import collate, target_window
+from profiling.tracking import log_metrics_to_run
 from profiling.train.data import TrainingBatches, rows_of_rank, worker_init
 
 
@@ -100,6 +100,7 @@ def train_worker(job: dict) -> dict:
     best: dict = {"epoch": -1, "metrics": {}, "score": -math.inf}
     stale = 0
     step = 0
+    deadline = time.time() + 60 * job["max_minutes"]
     for epoch in range(job["epochs"]):
         dataset.set_epoch(epoch)
         started = time.time()
@@ -146,7 +147,12 @@ def train_worker(job: dict) -> dict:
                 + (" *" if improved else ""),
                 flush=True,
             )
-        if stale >= job["patience"]:
+        # Every rank must stop at the same epoch: rank 0's clock decides.
+        out_of_time = torch.tensor([float(time.time() > deadline)])
+        dist.broadcast(out_of_time, src=0)
+        if stale >= job["patience"] or out_of_time.item():
+            if rank == 0 and out_of_time.item():
+                print(f"[train] stopping after epoch {epoch + 1}: train.max_minutes reached", flush=True)
             break
     result = {"best_epoch": best["epoch"], "epochs_run": epoch + 1, "metrics": best["metrics"],
               "checkpoint": str(checkpoints / "best.pt")}
