@@ -34,6 +34,32 @@ BAD_ROWS = [
 ]
 
 
+def _plant_telling_users(folder: Path) -> tuple[str, str]:
+    """Two users whose weights the data dictates: a buyer devoted to one category, and a user
+    with one event whose friends all share a category. Returns (buyer's category, friends' category)."""
+    truth = pd.read_csv(folder / "ground_truth.csv.gz").sort_values("weight").groupby("user_id").tail(1)
+    friends_category = truth["category"].value_counts().index[0]
+    friends = truth[truth["category"] == friends_category]["user_id"].head(6)
+    items = pd.read_csv(folder / "items.csv.gz", dtype=str)
+    buyer_category = next(c for c in sorted(items["category"].unique()) if c != friends_category)
+    shelf = items[items["category"] == buyer_category]["item_id"].head(10).tolist()
+    behaviour = pd.read_csv(folder / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    buys = [{"user_id": "buyer", "item_id": shelf[i % len(shelf)], "event_type": "buy", "ts": str(1_700_100_000 + i),
+             "category": buyer_category, "value": "20.0"} for i in range(30)]
+    views = [{"user_id": "buyer", "item_id": item, "event_type": "view", "ts": str(1_700_000_000 + i),
+              "category": category, "value": ""}
+             for i, (item, category) in enumerate(items[items["category"] != buyer_category][["item_id", "category"]]
+                                                  .head(4).itertuples(index=False))]
+    lonely = [{"user_id": "lonely", "item_id": shelf[0], "event_type": "view", "ts": "1800000000",
+               "category": buyer_category, "value": ""}]
+    pd.concat([behaviour, pd.DataFrame(views + buys + lonely)]).to_csv(
+        folder / "behaviour.csv.gz", index=False, compression="gzip")
+    social = pd.read_csv(folder / "social.csv.gz", dtype=str, keep_default_na=False)
+    edges = pd.DataFrame({"user_id": "lonely", "other_user_id": friends, "relation": "friend", "ts": ""})
+    pd.concat([social, edges]).to_csv(folder / "social.csv.gz", index=False, compression="gzip")
+    return buyer_category, friends_category
+
+
 def _plant_bad_rows(folder: Path) -> None:
     for source in ("behaviour", "preference", "social"):
         path = folder / f"{source}.csv.gz"
@@ -48,6 +74,7 @@ def input_dir(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("input")
     generate_logs(folder, users=USERS, seed=11, events_per_user=(8, 40))
+    (folder / "planted.txt").write_text(",".join(_plant_telling_users(folder)))
     _plant_bad_rows(folder)
     return folder
 

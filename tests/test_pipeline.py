@@ -94,6 +94,17 @@ def test_planted_top_category_leads_the_category_weights_for_most_users(pipeline
     assert np.mean(hits) > 0.6
 
 
+def test_weights_move_when_the_data_says_so(pipeline, spark, config, input_dir):
+    buyer_category, _ = (input_dir / "planted.txt").read_text().split(",")
+    weights = _snapshot(spark, config, "user_interest_weights").toPandas().set_index(["user_id", "dimension", "key"])
+    top = weights[weights["rank"] == 1].reset_index().set_index(["user_id", "dimension"])["key"]
+    # 30 purchases in one category put it on top, and purchases on top of the buyer's event types.
+    assert top[("buyer", "category")] == buyer_category
+    assert top[("buyer", "event_type")] == "buy"
+    # One event of their own and a circle that shares a category: the profile rests on the social log.
+    assert weights.loc[("lonely", "source", "social"), "weight"] > 0.5
+
+
 def test_sequences_are_time_ordered_with_leave_last_out_targets(pipeline, spark, config):
     seqs = _snapshot(spark, config, "user_sequences").toPandas()
     vocab = _snapshot(spark, config, "vocabularies").toPandas()
