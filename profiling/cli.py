@@ -170,6 +170,42 @@ def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Da
 
 
 @app.command()
+def benchmark(
+    dataset: Annotated[Optional[list[str]], typer.Option(help="Folder name under --datasets-dir (repeatable)")] = None,
+    datasets_dir: Annotated[Path, typer.Option(help="Where the datasets live")] = Path("../shared/datasets"),
+    generated_users: Annotated[int, typer.Option(help="Also benchmark N generated users with fidelity (0: no)")] = 0,
+    peers: Annotated[Path, typer.Option(help="Peer figures (RecBole)")] = Path("../shared/benchmarks/peers.json"),
+    config: ConfigOpt = None,
+    workdir: Annotated[Path, typer.Option(help="One sub-folder per dataset")] = Path("work/benchmark"),
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object per dataset")] = False,
+) -> None:
+    """Quality benchmark: `run` + `evaluate` per dataset (fresh processes, shipped config), table vs the peers."""
+    from profiling.benchmark import benchmark_dataset, format_table, load_peers
+    from profiling.generate import generate_logs
+
+    known = load_peers(peers)
+    jobs: list[tuple[Path, Path | None]] = []
+    for name in dataset or ([] if generated_users else ["ml-100k", "ciaodvd"]):
+        folder = datasets_dir / name
+        if not (folder / "behaviour.csv.gz").exists() and not any(folder.glob("behaviour*")):
+            raise ConfigError(f"--dataset {name}: no behaviour log in {folder}")
+        jobs.append((folder, None))
+    if generated_users:
+        folder = workdir / "inputs" / f"generated-{generated_users}"
+        generate_logs(folder, users=generated_users)
+        jobs.append((folder, folder / "ground_truth.csv.gz"))
+    results = []
+    for folder, truth in jobs:
+        log.info("benchmark: %s", folder.name)
+        result = benchmark_dataset(folder, workdir / folder.name, known, config, truth)
+        results.append(result)
+        if json_:
+            typer.echo(json.dumps(result.to_dict()))
+    if not json_:
+        typer.echo(format_table(results))
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="Spark SQL, e.g. SELECT * FROM profiling.user_interest_weights")],
     config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
@@ -188,6 +224,20 @@ def sql(
         df.show(limit, truncate=80)
 
 
+@app.command("sql-server")
+def sql_server(
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
+    port: Annotated[int, typer.Option(help="Thrift (JDBC) port")] = 10000,
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+) -> None:
+    """Serve the catalog over JDBC (Spark's Thrift server) until stopped: beeline -u jdbc:hive2://HOST:PORT."""
+    from profiling.sql_server import jdbc_url, serve
+
+    cfg = _config(config, workdir, set_)
+    typer.echo(f"serving {cfg.workdir_path} at {jdbc_url(cfg, port, host)} (stop with Ctrl-C)", err=True)
+    serve(cfg, port, host)
+
+
 def main(argv: list[str] | None = None) -> None:
     _setup_logging()
     try:
@@ -197,13 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except Exception as exc:  # noqa: BLE001 - click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except typer.TyperException as exc:  # usage errors: unknown option, extra argument, bad value
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
     interest_loss_weight: float = Field(0.5, ge=0)
-    negatives: int = Field(2048, ge=0)
+    negatives: int = Field(20000, ge=0)
     shuffle_buffer: int = Field(4096, ge=1)
     seed: int = 42
     eval_k: list[int] = Field(default_factory=lambda: [10, 20, 50])

@@ -302,7 +302,11 @@ def _preference_frame(rng, mix, silent, first_offset, user_ids, cat_names, start
 
     Category rows name the top category with probability 0.7 (otherwise
     another category of the mixture) and are timestamped before the user's
-    first event; demographic rows have no timestamp.
+    first event; demographic rows have no timestamp. Users with no behaviour
+    state their three heaviest categories, as a sign-up form that asks for
+    three likes would: without that, their second and third planted
+    categories would appear in no log at all (friends share only the top one),
+    and no profiler could recover them.
     """
     is_silent = np.zeros(len(user_ids), dtype=bool)
     is_silent[silent] = True
@@ -312,7 +316,15 @@ def _preference_frame(rng, mix, silent, first_offset, user_ids, cat_names, start
     for u in range(len(user_ids)):
         theirs = list(mix.cats[u][mix.cats[u] >= 0])
         horizon = HORIZON_S if is_silent[u] else first_offset[u]
-        for _ in range(rng.integers(1, 3)):
+        stated = rng.integers(1, 3)
+        if is_silent[u]:
+            for key in theirs[:3]:
+                rows_user.append(u)
+                rows_dim.append("category")
+                rows_key.append(cat_names[key])
+                rows_ts.append(start_ts + int(rng.integers(0, horizon)))
+            stated = 0
+        for _ in range(stated):
             top_left = theirs[0] == mix.top[u]
             if top_left and (len(theirs) == 1 or rng.random() < 0.7):
                 key = theirs.pop(0)

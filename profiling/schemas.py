@@ -134,3 +134,31 @@ def table_contracts() -> dict[str, TableContract]:
 
 def table(name: str) -> TableContract:
     return table_contracts()[name]
+
+
+@dataclass(frozen=True)
+class ViewContract:
+    name: str
+    comment: str
+    reads: tuple[str, ...]
+    sql: str  # the SELECT, with {db} for the catalog database
+
+    def create_sql(self, database: str) -> str:
+        return (f"CREATE OR REPLACE VIEW {database}.{self.name} COMMENT {_quote(self.comment)} AS\n"
+                + self.sql.format(db=database))
+
+
+@functools.cache
+def view_contracts() -> dict[str, ViewContract]:
+    """The views of ``schemas/views.yaml`` plus ``latest_<table>`` for every snapshot table."""
+    views = {
+        f"latest_{t.name}": ViewContract(
+            f"latest_{t.name}", f"The newest snapshot of {t.name}: {t.comment}", (t.name,),
+            f"SELECT * FROM {{db}}.{t.name} WHERE snapshot_date = (SELECT max(snapshot_date) FROM {{db}}.{t.name})",
+        )
+        for t in table_contracts().values() if "snapshot_date" in t.partitioned_by
+    }
+    raw = yaml.safe_load((SCHEMAS_DIR / "views.yaml").read_text())
+    for name, spec in raw.items():
+        views[name] = ViewContract(name, spec["comment"], tuple(spec["reads"]), spec["sql"].strip())
+    return views

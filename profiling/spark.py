@@ -16,6 +16,30 @@ from pyspark.sql import SparkSession
 from profiling.config import ProfilingConfig
 
 
+def catalog_conf(config: ProfilingConfig) -> dict[str, str]:
+    """What every JVM that reads this workdir's catalog needs: Delta, the warehouse, the Derby metastore."""
+    workdir = config.workdir_path
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.warehouse.dir": str(workdir / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL":
+            f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={workdir}",
+        "spark.sql.session.timeZone": "UTC",
+    }
+
+
+def delta_package() -> str:
+    """The Maven coordinate of the Delta jars matching the installed pyspark and delta-spark."""
+    import importlib.metadata
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{importlib.metadata.version('delta-spark')}"
+
+
 def build_spark_session(config: ProfilingConfig) -> SparkSession:
     """Create (or join) the session for this workdir's catalog."""
     workdir = config.workdir_path
@@ -27,18 +51,12 @@ def build_spark_session(config: ProfilingConfig) -> SparkSession:
     # Python workers must import the same environment as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-    metastore = workdir / "metastore_db"
+    builder = SparkSession.builder.master(config.spark.master).appName(config.spark.app_name)
+    for key, value in catalog_conf(config).items():
+        builder = builder.config(key, value)
     builder = (
-        SparkSession.builder.master(config.spark.master)
-        .appName(config.spark.app_name)
-        .config("spark.driver.memory", config.spark.driver_memory)
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.sql.warehouse.dir", str(workdir / "warehouse"))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={metastore};create=true")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir}")
+        builder.config("spark.driver.memory", config.spark.driver_memory)
         .config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", str(config.spark.show_progress).lower())
         .config("spark.databricks.delta.snapshotPartitions", "2")

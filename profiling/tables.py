@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
-from profiling.schemas import table, spark_type
+from profiling.schemas import spark_type, table, view_contracts
 
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
@@ -84,7 +84,16 @@ def write_snapshot(
     data = conform(df.withColumn("snapshot_date", F.lit(snapshot_date)), name)
     with _commit_metadata(spark, run_id):
         data.writeTo(full).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
+    ensure_views(spark, config, name)
     return TableVersion(full, current_version(spark, full))
+
+
+def ensure_views(spark: SparkSession, config: ProfilingConfig, written: str) -> None:
+    """(Re)create the views over ``written`` whose tables all exist (views read them at query time)."""
+    db = config.catalog.database
+    for view in view_contracts().values():
+        if written in view.reads and all(spark.catalog.tableExists(qualified(config, t)) for t in view.reads):
+            spark.sql(view.create_sql(db))
 
 
 def read_snapshot(

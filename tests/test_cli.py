@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,15 +34,30 @@ def test_a_config_error_is_one_readable_line_and_exit_2(tmp_path):
     assert proc.returncode == 2 and "--format 'xml'" in proc.stderr
 
 
-@pytest.mark.slow
-def test_generate_run_then_sql_json_counts_every_user(tmp_path):
-    data, work = tmp_path / "data", tmp_path / "work"
+def test_a_usage_error_names_the_argument_without_a_stack_trace(tmp_path):
+    # --set takes one KEY=VALUE; a second one needs its own --set.
+    proc = _run("train", "--workdir", str(tmp_path), "--set", "train.epochs=1", "model.dim=8", check=False)
+    assert proc.returncode == 2
+    assert "unexpected extra argument" in proc.stderr and "model.dim=8" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A workdir after `profiling generate` + `profiling run` on 60 users, snapshot 2026-10-05."""
+    data, work = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("work")
     generated = json.loads(_run("generate", "--users", "60", "--out", str(data)).stdout)
     assert generated["behaviour"] > 0
     out = _run("run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-10-05",
                "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]")
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["users"] == 60 and summary["model_version"] == "1"
+    return work
+
+
+@pytest.mark.slow
+def test_generate_run_then_sql_json_counts_every_user(finished_run):
+    work = finished_run
     proc = _run("sql", "--workdir", str(work), "--format", "json",
                 "SELECT count(DISTINCT user_id) AS n, min(snapshot_date) AS d FROM profiling.user_profile_embeddings")
     assert proc.stdout.splitlines() == ['{"n": 60, "d": "2026-10-05"}']
@@ -50,3 +67,41 @@ def test_generate_run_then_sql_json_counts_every_user(tmp_path):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["dimension"] for r in rows] == ["category", "event_type", "source"]
     assert all(r["users"] == 60 for r in rows if r["dimension"] != "category")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sql_server_answers_a_jdbc_client_over_the_same_catalog(finished_run):
+    from profiling.sql_server import spark_home
+
+    port = _free_port()
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    server = subprocess.Popen([PROFILING, "sql-server", "--workdir", str(finished_run), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and server.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(2)
+        assert server.poll() is None, server.stderr.read()[-3000:]
+        # Spark's own JDBC client (Hive's beeline, shipped in the pyspark wheel).
+        beeline = subprocess.run(
+            [str(spark_home() / "bin" / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/profiling",
+             "--silent=true", "--outputformat=csv2", "-e",
+             "SELECT count(DISTINCT user_id) AS n FROM profiling.user_profile_embeddings; "
+             "SELECT count(DISTINCT user_id) AS n FROM profiling.user_top_interests WHERE rank = 1;"],
+            capture_output=True, text=True, timeout=180, env=env)
+        assert beeline.returncode == 0, beeline.stderr[-3000:]
+        lines = [line for line in beeline.stdout.splitlines() if line.strip()]
+        assert lines == ["n", "60", "n", "60"]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert server.returncode is not None

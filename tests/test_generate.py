@@ -220,7 +220,13 @@ def test_preferences(generated, mixture):
     assert (pref["value"] == 1.0).all()
     cat = pref[pref["dimension"] == "category"]
     per_user = cat.groupby("user_id").size()
-    assert len(per_user) == USERS and per_user.between(1, 2).all()
+    active = set(beh["user_id"])
+    assert len(per_user) == USERS
+    assert per_user[per_user.index.isin(active)].between(1, 2).all()
+    # Users with no behaviour state their three heaviest categories: their top-3 is in the data.
+    silent = cat[~cat["user_id"].isin(active)]
+    assert len(silent) == 3 * silent["user_id"].nunique() > 0
+    assert all(set(keys) == set(mixture[u][:3]) for u, keys in silent.groupby("user_id")["key"])
     assert not cat.duplicated(["user_id", "key"]).any()
     assert all(k in mixture[u] for u, k in zip(cat["user_id"], cat["key"]))
     first_rows = cat.drop_duplicates("user_id")

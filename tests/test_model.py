@@ -102,3 +102,20 @@ def test_repeat_and_circle_offsets_move_exactly_those_items(model):
     assert torch.isclose(moved[0, 5], torch.tensor(2.0))
     others = [i for i in range(SIZES["item"]) if i not in (5, 6, 7, 8, 9)]
     assert torch.all(moved[0, others] == 0)
+
+
+def test_sampled_softmax_for_large_catalogues_scores_fewer_items_than_the_full_one(model):
+    """With fewer negatives than items the loss runs over the target and a sample: a smaller
+    partition function, so a lower loss than the full softmax on the same batch and weights."""
+    row = {name: [2, 3, 4, 2, 3, 4, 2, 3, 4, 2] for name in FEATURES}
+    row["source"] = [2] * 10
+    row.update(length=10, valid_pos=8, test_pos=9)
+    batch = collate(training_windows(row, 2, 10))
+    model.eval()  # no dropout: the two losses see identical states
+    full, _ = model(batch, mode="train")
+    sampled_spec = EncoderSpec(**{**model.spec.to_dict(), "negatives": 8})
+    sampled = ProfileEncoder(sampled_spec).eval()
+    sampled.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    partial, _ = sampled(batch, mode="train")
+    assert torch.isfinite(partial) and partial < full

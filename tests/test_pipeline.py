@@ -207,3 +207,22 @@ def test_tables_are_registered_with_comments_and_partitioned_by_snapshot(pipelin
     columns = spark.sql(f"DESCRIBE TABLE {full}").toPandas()
     columns = columns[~columns["col_name"].str.startswith("#") & (columns["col_name"] != "")]
     assert columns["comment"].fillna("").str.len().min() > 0
+
+
+def test_views_answer_the_common_questions_from_the_newest_snapshot(pipeline, spark, config):
+    db = config.catalog.database
+    views = {r["viewName"] for r in spark.sql(f"SHOW VIEWS IN {db}").collect()}
+    assert {"user_top_interests", "category_audience", "latest_user_profile_embeddings",
+            "latest_user_interest_weights", "latest_user_sequences", "latest_quarantine"} <= views
+    newest = spark.table(f"{db}.user_interest_weights").agg(F.max("snapshot_date")).first()[0]
+    dates = {r[0] for r in spark.table(f"{db}.latest_user_interest_weights").select("snapshot_date").distinct().collect()}
+    assert dates == {newest}
+    top = spark.sql(f"SELECT user_id, key FROM {db}.user_top_interests WHERE dimension = 'category' AND rank = 1")
+    expected = _snapshot(spark, config, "user_interest_weights", newest).where(
+        (F.col("dimension") == "category") & (F.col("rank") == 1)).select("user_id", "key")
+    assert sorted(top.collect()) == sorted(expected.collect())
+    audience = spark.table(f"{db}.category_audience").toPandas()
+    firsts = audience[audience["audience_rank"] == 1].set_index("category")["weight"]
+    assert (firsts == audience.groupby("category")["weight"].max()).all()
+    extended = spark.sql(f"DESCRIBE TABLE EXTENDED {db}.category_audience").toPandas()
+    assert "ranked" in extended[extended["col_name"] == "Comment"]["data_type"].iloc[0]

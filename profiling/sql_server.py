@@ -1,0 +1,52 @@
+"""Spark's Thrift JDBC/ODBC server over a workdir's catalog, for SQL clients (beeline, JDBC, PyHive).
+
+The pyspark wheel ships the server's jar and ``bin/beeline`` but not
+``sbin/start-thriftserver.sh``, so the server is started the way that script
+does it: ``spark-submit --class ...HiveThriftServer2 spark-internal``, with the
+same Delta and catalog settings as every other profiling session. It holds the
+embedded Derby metastore while it runs: stop it before running a stage on the
+same workdir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from profiling.config import ProfilingConfig
+from profiling.spark import catalog_conf, delta_package
+
+THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(os.environ.get("SPARK_HOME") or Path(pyspark.__file__).parent)
+
+
+def thrift_server_command(config: ProfilingConfig, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The spark-submit line that serves ``config``'s catalog on ``host:port``."""
+    command = [
+        str(spark_home() / "bin" / "spark-submit"), "--class", THRIFT_SERVER_CLASS,
+        "--master", config.spark.master, "--name", f"{config.spark.app_name}-sql-server",
+        "--driver-memory", config.spark.driver_memory, "--packages", delta_package(),
+    ]
+    for key, value in {**catalog_conf(config), **config.spark.conf}.items():
+        command += ["--conf", f"{key}={value}"]
+    return command + ["spark-internal", "--hiveconf", f"hive.server2.thrift.port={port}",
+                      "--hiveconf", f"hive.server2.thrift.bind.host={host}"]
+
+
+def jdbc_url(config: ProfilingConfig, port: int, host: str = "127.0.0.1") -> str:
+    return f"jdbc:hive2://{host}:{port}/{config.catalog.database}"
+
+
+def serve(config: ProfilingConfig, port: int, host: str = "127.0.0.1") -> None:
+    """Replace this process with the server (so SIGTERM / Ctrl-C reach it directly)."""
+    config.workdir_path.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPARK_HOME": str(spark_home())}
+    if config.spark.master.startswith("local"):
+        env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # as build_spark_session does
+    command = thrift_server_command(config, port, host)
+    os.execve(command[0], command, env)

@@ -1,0 +1,28 @@
+"""The quality benchmark's report: the encoder against the best peer of each metric."""
+
+from __future__ import annotations
+
+from profiling.benchmark import DatasetBenchmark, format_table
+
+FIGURES = {"recall@10": 0.12, "ndcg@10": 0.06, "recall@50": 0.4, "ndcg@50": 0.12}
+
+
+def _result() -> DatasetBenchmark:
+    peers = {"SASRec": {"recall@10": 0.10, "ndcg@10": 0.05, "recall@50": 0.39, "ndcg@50": 0.11, "seconds": 900},
+             "GRU4Rec": {"recall@10": 0.08, "ndcg@10": 0.055, "recall@50": 0.3, "ndcg@50": 0.1}}
+    models = {"profiling": FIGURES, "popularity": {k: v / 2 for k, v in FIGURES.items()}}
+    return DatasetBenchmark("ml-100k", 250.0, 900, models, peers)
+
+
+def test_ratios_are_taken_against_the_best_peer_of_each_metric():
+    out = _result().to_dict()
+    assert out["vs_best_peer"]["recall@10"] == {"best_peer": "SASRec", "ratio": 1.2}
+    assert out["vs_best_peer"]["ndcg@10"] == {"best_peer": "GRU4Rec", "ratio": round(0.06 / 0.055, 3)}
+
+
+def test_the_table_lists_every_model_and_peer_with_the_run_time():
+    table = format_table([_result()])
+    rows = [line for line in table.splitlines() if line.startswith("| ml-100k")]
+    assert [r.split(" | ")[1] for r in rows] == ["profiling", "popularity", "SASRec (peer)", "GRU4Rec (peer)"]
+    assert rows[0].endswith("| 250 s |") and rows[2].endswith("| 900 s |")
+    assert "ml-100k: profiling recall@10 = 1.20 x best peer (SASRec)" in table
