@@ -4,6 +4,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+# Airflow runs apart from profiling (its Spark provider's pyspark-client overlaps pyspark);
+# only the Airflow test needs it.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
 .PHONY: setup demo test clean
 
@@ -16,11 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# constraints-airflow.txt: pip freeze of apache-airflow 3.3.2 + apache-airflow-providers-apache-spark 6.3.4.
+$(AIRFLOW_STAMP): constraints-airflow.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -r constraints-airflow.txt
+	touch $(AIRFLOW_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/profiling demo
 
-test: $(STAMP)
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) work
+	rm -rf $(VENV) $(AIRFLOW_VENV) work

@@ -138,6 +138,14 @@ def evaluate(
         typer.echo(f"fidelity: {result.fidelity}")
 
 
+@app.command("current-model")
+def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None) -> None:
+    """Print the registered encoder carrying @current and its age in days (JSON; version null if none)."""
+    from profiling.tracking import current_model_age
+
+    typer.echo(json.dumps(current_model_age(_config(config, workdir, set_))))
+
+
 @app.command()
 def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
         set_: SetOpt = None, input_dir: InputOpt = None) -> None:
@@ -154,12 +162,12 @@ def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Dat
 def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
          set_: SetOpt = None, users: Annotated[int, typer.Option(help="Synthetic users")] = 2000) -> None:
     """Generate synthetic logs, run the whole pipeline on them and print a summary (config: conf/demo.yaml)."""
-    from profiling.config import DEFAULT_CONFIG
+    from profiling.config import DEMO_CONFIG
     from profiling.demo import print_summary
     from profiling.generate import generate_logs
     from profiling.pipeline import run_pipeline
 
-    cfg = _config(config or DEFAULT_CONFIG.with_name("demo.yaml"), workdir, set_)
+    cfg = _config(config or DEMO_CONFIG, workdir, set_)
     data = cfg.workdir_path / "input"
     generate_logs(data, users=users)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"dir": str(data)})})

@@ -9,15 +9,28 @@ a default.
 from __future__ import annotations
 
 import datetime as dt
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from profiling.exceptions import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "default.yaml"
+
+
+def packaged(*parts: str) -> Path | Traversable:
+    """A file shipped inside the package: ``profiling/conf`` and ``profiling/contracts`` link to the
+    top-level ``conf/`` and ``schemas/``, so a checkout, an installed wheel and a wheel passed to
+    spark-submit with ``--py-files`` (read in place, as a zip) all find the same files."""
+    path = resources.files("profiling").joinpath(*parts)
+    return path.resolve() if isinstance(path, Path) else path
+
+
+DEFAULT_CONFIG = packaged("conf", "default.yaml")
+DEMO_CONFIG = packaged("conf", "demo.yaml")
 
 
 class _Section(BaseModel):
@@ -30,6 +43,12 @@ class InputConfig(_Section):
     preference: str | None = None
     social: str | None = None
     items: str | None = None
+    # Behaviour event types accepted (others are quarantined as unknown_event_type); null: any.
+    event_types: list[str] | None = None
+    # Timestamps that only make sense as milliseconds: quarantine them ("reject") or divide by 1000.
+    millisecond_timestamps: Literal["reject", "convert"] = "reject"
+    # Events later than the end of the snapshot day plus this many hours are quarantined.
+    future_tolerance_hours: float = Field(24.0, ge=0)
 
 
 class SparkConfig(_Section):
@@ -171,7 +190,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _read_yaml(source: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _canonical(path: Path | Traversable) -> Path | Traversable:
+    return path.resolve() if isinstance(path, Path) else path
+
+
+def _read_yaml(source: Path | Traversable, seen: tuple[Path | Traversable, ...] = ()) -> dict[str, Any]:
     """A config file as a dict; ``base: other.yaml`` (relative to the file) is read first and overlaid."""
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
@@ -184,15 +207,15 @@ def _read_yaml(source: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    base_path = (source.parent / str(base)).resolve()
+    base_path = _canonical(source.parent / str(base))
     if base_path in seen:
         raise ConfigError(f"{source}: base: {base} includes itself")
-    return _merge(_read_yaml(base_path, (*seen, source.resolve())), data)
+    return _merge(_read_yaml(base_path, (*seen, _canonical(source))), data)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ProfilingConfig:
+def load_config(path: str | Path | Traversable | None = None, overrides: dict[str, Any] | None = None) -> ProfilingConfig:
     """Read a YAML config (default: ``conf/default.yaml``), apply overrides, validate once."""
-    source = Path(path) if path else DEFAULT_CONFIG
+    source = DEFAULT_CONFIG if path is None else path if isinstance(path, Traversable) else Path(path)
     data = _merge(_read_yaml(source), overrides or {})
     try:
         return ProfilingConfig.model_validate(data)

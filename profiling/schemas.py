@@ -1,4 +1,4 @@
-"""Table contracts, read from the top-level ``schemas/`` folder.
+"""Table contracts, read from the top-level ``schemas/`` folder (shipped in the package as ``contracts``).
 
 ``schemas/inputs.yaml`` declares the raw logs, ``schemas/tables.yaml`` every
 Delta table profiling writes. This module turns them into Spark types and
@@ -8,15 +8,15 @@ Delta table profiling writes. This module turns them into Spark types and
 from __future__ import annotations
 
 import functools
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 from pyspark.sql import types as T
 
-SCHEMAS_DIR = Path(os.environ.get("PROFILING_SCHEMAS_DIR", Path(__file__).resolve().parent.parent / "schemas"))
+from profiling.config import packaged
+
+SCHEMAS_DIR = packaged("contracts")
 
 _SIMPLE = {
     "string": T.StringType(),
@@ -46,6 +46,7 @@ class InputColumn:
     name: str
     type: str  # a simple type or "ts" (unix seconds or a timestamp string)
     required: bool
+    max_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def input_contracts() -> dict[str, InputContract]:
             description=spec.get("description", ""),
             optional=bool(spec.get("optional", False)),
             columns=tuple(
-                InputColumn(c["name"], c["type"], bool(c.get("required", False))) for c in spec["columns"]
+                InputColumn(c["name"], c["type"], bool(c.get("required", False)), c.get("max_length"))
+                for c in spec["columns"]
             ),
         )
         for source, spec in raw.items()

@@ -40,33 +40,45 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_{spark_minor}_2.13:{importlib.metadata.version('delta-spark')}"
 
 
+def launched_by_spark_submit() -> bool:
+    """True when spark-submit started the JVM before our code ran (it hands Python the gateway port).
+
+    Then the submit line owns the master, the jars and the driver's memory: setting them again
+    from the config would at best do nothing and at worst run a cluster job in local mode.
+    """
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def build_spark_session(config: ProfilingConfig) -> SparkSession:
     """Create (or join) the session for this workdir's catalog."""
     workdir = config.workdir_path
     workdir.mkdir(parents=True, exist_ok=True)
-    local = config.spark.master.startswith("local")
+    submitted = launched_by_spark_submit()
+    local = not submitted and config.spark.master.startswith("local")
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    if not submitted:
+        # Python workers must import the same environment as the driver (on a cluster,
+        # spark-submit's spark.pyspark.python says which).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.master(config.spark.master).config("spark.driver.memory", config.spark.driver_memory)
     if local:
         # The machine's hostname may resolve to an address Spark cannot bind.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Python workers must import the same environment as the driver.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-    builder = SparkSession.builder.master(config.spark.master).appName(config.spark.app_name)
+        builder = builder.config("spark.ui.enabled", "false")
     for key, value in catalog_conf(config).items():
         builder = builder.config(key, value)
     builder = (
-        builder.config("spark.driver.memory", config.spark.driver_memory)
-        .config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        builder.config("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", str(config.spark.show_progress).lower())
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
         .enableHiveSupport()
     )
-    if local:
-        builder = builder.config("spark.ui.enabled", "false")
     for key, value in config.spark.conf.items():
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    if not submitted:
+        builder = configure_spark_with_delta_pip(builder)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
     return spark

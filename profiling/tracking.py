@@ -123,3 +123,20 @@ def current_model_version(config: ProfilingConfig) -> str:
             f"no registered model {config.mlflow.registered_model}@{MODEL_ALIAS} in {config.tracking_uri}: "
             "run the train stage first"
         ) from None
+
+
+def current_model_age(config: ProfilingConfig) -> dict:
+    """Which version carries ``@current``, when it was registered and its age in days (version None if none).
+
+    A scheduler reads this to decide whether the train stage is due (see jobs/profiling_daily.py).
+    """
+    configure(config)
+    name = config.mlflow.registered_model
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, MODEL_ALIAS)
+    except mlflow.exceptions.MlflowException:
+        return {"registered_model": name, "version": None, "created": None, "age_days": None}
+    created = dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.timezone.utc)
+    age = (dt.datetime.now(dt.timezone.utc) - created).total_seconds() / 86400
+    return {"registered_model": name, "version": str(version.version), "created": created.isoformat(),
+            "age_days": round(age, 4)}

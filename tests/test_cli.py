@@ -76,13 +76,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sql_server_answers_a_jdbc_client_over_the_same_catalog(finished_run):
+def test_sql_server_answers_a_jdbc_client_over_the_same_catalog(finished_run, tmp_path):
     from profiling.sql_server import spark_home
 
     port = _free_port()
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    server = subprocess.Popen([PROFILING, "sql-server", "--workdir", str(finished_run), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    # The server logs ~100 KB at start: a file, not a pipe nobody drains (a full pipe blocks it).
+    log = tmp_path / "sql-server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen([PROFILING, "sql-server", "--workdir", str(finished_run), "--port", str(port)],
+                                  stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and server.poll() is None:
@@ -90,7 +93,7 @@ def test_sql_server_answers_a_jdbc_client_over_the_same_catalog(finished_run):
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(2)
-        assert server.poll() is None, server.stderr.read()[-3000:]
+        assert server.poll() is None, log.read_text()[-3000:]
         # Spark's own JDBC client (Hive's beeline, shipped in the pyspark wheel).
         beeline = subprocess.run(
             [str(spark_home() / "bin" / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/profiling",

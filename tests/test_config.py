@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiling.config import DEFAULT_CONFIG, load_config, parse_overrides
+from profiling.config import DEFAULT_CONFIG, DEMO_CONFIG, load_config, parse_overrides
 from profiling.exceptions import ConfigError
 
 
@@ -16,7 +16,7 @@ def test_the_shipped_default_config_is_valid():
 
 
 def test_a_config_can_extend_a_base_file_and_the_demo_config_does(tmp_path):
-    demo = load_config(DEFAULT_CONFIG.with_name("demo.yaml"))
+    demo = load_config(DEMO_CONFIG)
     assert demo.train.epochs < load_config().train.epochs
     assert demo.model == load_config().model
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")

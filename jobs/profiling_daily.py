@@ -1,0 +1,119 @@
+"""Airflow DAG ``profiling_daily``: ingest → sequences → [train when due] → infer → evaluate, every day.
+
+Each stage is a ``spark-submit`` of its ``jobs/`` entry point (SparkSubmitOperator, connection
+``profiling_spark``), for the snapshot date of the run's data interval (``{{ ds }}``). Training runs
+only when the registered encoder is older than ``max_model_age_days``; otherwise ``infer`` scores
+the day with the current model. This file imports Airflow only: profiling runs in its own
+environment (``params.python``), reached through spark-submit and one CLI call.
+
+Set-up: put ``jobs/`` in the DAGs folder (or link this file), create the Spark connection (type
+spark, host ``local[*]``, ``spark://host:7077``, ``yarn``...), and have the ``spark-submit`` of
+profiling's environment on the worker's PATH. README "Airflow" has the commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, Param
+
+log = logging.getLogger(__name__)
+
+REPO = Path(os.environ.get("PROFILING_HOME", Path(__file__).resolve().parent.parent))
+# Must match the installed delta-spark and pyspark (profiling.spark.delta_package() prints it).
+DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+STAGE_TIMEOUTS = {  # execution_timeout per task; Airflow 3 has no SLAs, a timeout fails the try.
+    "ingest": dt.timedelta(hours=2),
+    "sequences": dt.timedelta(hours=2),
+    "train": dt.timedelta(hours=6),
+    "infer": dt.timedelta(hours=2),
+    "evaluate": dt.timedelta(hours=2),
+}
+
+
+def training_due(params: dict, **_) -> bool:
+    """True (run ``train``) when no encoder is registered or the current one is old enough."""
+    profiling = Path(params["python"]).parent / "profiling"
+    out = subprocess.run([str(profiling), "current-model", "--config", params["config"]],
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"profiling current-model failed ({out.returncode}): {out.stderr[-2000:]}")
+    model = json.loads(out.stdout.strip().splitlines()[-1])
+    limit = float(params["max_model_age_days"])
+    if model["version"] is None:
+        log.info("no %s@current registered yet: training", model["registered_model"])
+        return True
+    due = model["age_days"] >= limit
+    log.info("%s version %s is %.2f days old (limit %s): %s", model["registered_model"], model["version"],
+             model["age_days"], limit, "training" if due else "skipping training")
+    return due
+
+
+def spark_stage(stage: str, **kwargs) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=stage,
+        application=str(REPO / "jobs" / f"{stage}.py"),
+        application_args=["--config", "{{ params.config }}", "--snapshot-date", "{{ ds }}"],
+        conn_id="profiling_spark",
+        name=f"profiling-{stage}-{{{{ ds }}}}",
+        packages=DELTA_PACKAGE,
+        conf={**DELTA_CONF, "spark.pyspark.python": "{{ params.python }}",
+              "spark.driver.memory": "{{ params.driver_memory }}"},
+        execution_timeout=STAGE_TIMEOUTS[stage],
+        **kwargs,
+    )
+
+
+with DAG(
+    dag_id="profiling_daily",
+    description="User profiles from behaviour, preference and social logs: one Delta snapshot per day",
+    schedule="@daily",
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    # The embedded Derby metastore admits one JVM at a time; with a shared Hive metastore
+    # several days could run at once.
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=12),
+    default_args={
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(hours=1),
+    },
+    params={
+        "config": Param(os.environ.get("PROFILING_CONFIG", str(REPO / "conf" / "default.yaml")), type="string",
+                        description="profiling YAML config (workdir, input, model, train...)"),
+        "python": Param(os.environ.get("PROFILING_PYTHON", str(REPO / ".venv" / "bin" / "python")), type="string",
+                        description="Interpreter of profiling's environment (driver and executors)"),
+        "driver_memory": Param("4g", type="string"),
+        "max_model_age_days": Param(7, type="number", minimum=0,
+                                    description="Retrain when the registered encoder is at least this old"),
+    },
+    tags=["profiling"],
+) as dag:
+    ingest = spark_stage("ingest")
+    sequences = spark_stage("sequences")
+    check_model_age = ShortCircuitOperator(
+        task_id="check_model_age",
+        python_callable=training_due,
+        # Skip only train: infer still runs, with the current model.
+        ignore_downstream_trigger_rules=False,
+        execution_timeout=dt.timedelta(minutes=15),
+    )
+    train = spark_stage("train")
+    infer = spark_stage("infer", trigger_rule="none_failed_min_one_success")
+    evaluate = spark_stage("evaluate")
+
+    ingest >> sequences >> check_model_age >> train >> infer >> evaluate
+    sequences >> infer

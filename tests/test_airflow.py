@@ -1,0 +1,164 @@
+"""The ``profiling_daily`` DAG under real Airflow (its own virtual environment, .venv-airflow).
+
+Airflow 3.3 and its Spark provider live apart from profiling's environment (the provider's
+pyspark-client overlaps pyspark's files); ``make test`` builds .venv-airflow from
+constraints-airflow.txt. The DAG is parsed by Airflow's DagBag, then run twice with
+``airflow dags test`` against a local Spark connection: the first day trains, the second
+skips training (the model is fresh) and still scores the day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
+BIN = Path(sys.executable).parent
+USERS = 60
+FIRST, SECOND = "2026-11-02", "2026-11-03"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory) -> dict[str, str]:
+    if not (AIRFLOW_BIN / "airflow").exists():
+        pytest.fail(f"{AIRFLOW_BIN / 'airflow'} is missing: `make test` builds .venv-airflow")
+    home = tmp_path_factory.mktemp("airflow")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "jobs"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_PROFILING_SPARK": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        # SparkSubmitOperator runs the spark-submit found on PATH: profiling's environment's.
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+    env.pop("PYSPARK_PYTHON", None)
+    migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    return env
+
+
+def test_the_dag_imports_cleanly_with_the_expected_task_graph(airflow_env):
+    probe = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+dag = bag.dags["profiling_daily"]
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "edges": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
+    "kinds": {t.task_id: type(t).__name__ for t in dag.tasks},
+    "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule) for t in dag.tasks},
+    "retries": {t.task_id: t.retries for t in dag.tasks},
+    "backoff": all(t.retry_exponential_backoff for t in dag.tasks),
+    "timeouts": {t.task_id: t.execution_timeout is not None for t in dag.tasks},
+    "args": dag.task_dict["train"].application_args,
+    "max_active_runs": dag.max_active_runs,
+}))
+""" % str(REPO / "jobs")
+    out = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", probe], env=airflow_env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    dag = json.loads(out.stdout.strip().splitlines()[-1])
+    assert dag["errors"] == {}
+    assert dag["edges"] == {
+        "ingest": ["sequences"], "sequences": ["check_model_age", "infer"], "check_model_age": ["train"],
+        "train": ["infer"], "infer": ["evaluate"], "evaluate": [],
+    }
+    stages = ["ingest", "sequences", "train", "infer", "evaluate"]
+    assert all(dag["kinds"][s] == "SparkSubmitOperator" for s in stages)
+    assert dag["kinds"]["check_model_age"] == "ShortCircuitOperator"
+    assert dag["trigger_rules"]["infer"] == "none_failed_min_one_success"
+    assert all(n >= 1 for n in dag["retries"].values()) and dag["backoff"] and all(dag["timeouts"].values())
+    assert "{{ ds }}" in dag["args"]
+    assert dag["max_active_runs"] == 1
+
+
+def _sql(config: Path, query: str) -> list[dict]:
+    proc = subprocess.run([str(BIN / "profiling"), "sql", "--config", str(config), "--format", "json", query],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def _dags_test(env: dict[str, str], date: str, config: Path) -> subprocess.CompletedProcess:
+    conf = json.dumps({"config": str(config), "python": sys.executable})
+    proc = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "profiling_daily", date, "--conf", conf],
+                          env=env, capture_output=True, text=True, timeout=1500)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    return proc
+
+
+def _json_output(stdout: str):
+    """The JSON an ``airflow ... -o json`` command printed (after any warnings it printed first)."""
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith(("[", "{"))))
+
+
+def _task_states(env: dict[str, str], date: str) -> dict[str, str]:
+    runs = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "list-runs", "profiling_daily", "-o", "json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert runs.returncode == 0, runs.stderr[-3000:]
+    run_id = next(r["run_id"] for r in _json_output(runs.stdout) if r["logical_date"].startswith(date))
+    states = subprocess.run([str(AIRFLOW_BIN / "airflow"), "tasks", "states-for-dag-run", "profiling_daily",
+                             run_id, "-o", "json"], env=env, capture_output=True, text=True, timeout=300)
+    assert states.returncode == 0, states.stderr[-3000:]
+    return {t["task_id"]: t["state"] for t in _json_output(states.stdout)}
+
+
+@pytest.fixture(scope="module")
+def two_days(airflow_env, tmp_path_factory) -> tuple[Path, dict[str, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("daily")
+    data = root / "data"
+    subprocess.run([str(BIN / "profiling"), "generate", "--users", str(USERS), "--out", str(data)],
+                   check=True, capture_output=True, timeout=300)
+    config = root / "profiling.yaml"
+    config.write_text(
+        f"base: {REPO / 'conf' / 'default.yaml'}\n"
+        f"workdir: {root / 'work'}\n"
+        f"input:\n  dir: {data}\n"
+        "spark:\n  show_progress: false\n"
+        "model:\n  dim: 16\n"
+        "train:\n  epochs: 2\n"
+    )
+    states = {}
+    for date in (FIRST, SECOND):
+        _dags_test(airflow_env, date, config)
+        states[date] = _task_states(airflow_env, date)
+    return config, states
+
+
+def test_the_first_day_runs_every_stage_and_writes_that_snapshot(two_days):
+    config, states = two_days
+    assert states[FIRST] == {t: "success" for t in
+                             ("ingest", "sequences", "check_model_age", "train", "infer", "evaluate")}
+    rows = _sql(config, f"""
+        SELECT (SELECT count(DISTINCT user_id) FROM profiling.user_profile_embeddings
+                 WHERE snapshot_date = '{FIRST}') AS profiles,
+               (SELECT count(DISTINCT user_id) FROM profiling.user_interest_weights
+                 WHERE snapshot_date = '{FIRST}') AS weighted,
+               (SELECT count(DISTINCT user_id) FROM profiling.user_sequences WHERE snapshot_date = '{FIRST}') AS seqs""")
+    assert rows == [{"profiles": USERS, "weighted": USERS, "seqs": USERS}]
+
+
+def test_the_next_day_skips_training_and_scores_with_the_current_model(two_days):
+    config, states = two_days
+    assert states[SECOND]["check_model_age"] == "success"
+    assert states[SECOND]["train"] == "skipped"
+    assert states[SECOND]["infer"] == "success" and states[SECOND]["evaluate"] == "success"
+    rows = _sql(config, f"""
+        SELECT snapshot_date, count(DISTINCT user_id) AS users, min(model_version) AS model
+        FROM profiling.user_profile_embeddings GROUP BY snapshot_date ORDER BY snapshot_date""")
+    assert rows == [{"snapshot_date": FIRST, "users": USERS, "model": "1"},
+                    {"snapshot_date": SECOND, "users": USERS, "model": "1"}]
