@@ -138,6 +138,25 @@ def evaluate(
         typer.echo(f"fidelity: {result.fidelity}")
 
 
+@app.command()
+def forget(
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
+    user: Annotated[Optional[list[str]], typer.Option("--user", help="A user id to forget (repeatable)")] = None,
+    users_file: Annotated[Optional[Path], typer.Option(help="A file of user ids, one per line")] = None,
+) -> None:
+    """Delete users from every table that holds them and record the request (run VACUUM to purge files)."""
+    from profiling.privacy import forget_users
+
+    cfg = _config(config, workdir, set_)
+    ids = list(user or [])
+    if users_file is not None:
+        if not users_file.is_file():
+            raise ConfigError(f"--users-file {users_file} does not exist")
+        ids += users_file.read_text().splitlines()
+    result = forget_users(_session(cfg), cfg, ids)
+    typer.echo(json.dumps(vars(result)))
+
+
 @app.command("current-model")
 def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None) -> None:
     """Print the registered encoder carrying @current and its age in days (JSON; version null if none)."""

@@ -9,6 +9,7 @@ a default.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -123,6 +124,18 @@ class InferConfig(_Section):
     batch_size: int = Field(512, ge=1)
 
 
+class PrivacyConfig(_Section):
+    # Replace user ids at ingest by a keyed hash (HMAC-SHA256), the same in all three logs.
+    hash_user_ids: bool = False
+    # The environment variable that holds the key: the key itself never sits in a file or in MLflow.
+    key_env: str = Field("PROFILING_ID_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# Values of settings whose name says they are secret are masked wherever the config is shown.
+_SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|access\.key|private", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
 class ProfilingConfig(_Section):
     """The whole resolved configuration of one run."""
 
@@ -135,6 +148,7 @@ class ProfilingConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @property
     def workdir_path(self) -> Path:
@@ -149,15 +163,17 @@ class ProfilingConfig(_Section):
         return (self.workdir_path / "mlartifacts").as_uri()
 
     def flat(self) -> dict[str, str]:
-        """The config as dotted keys, for MLflow params."""
+        """The config as dotted keys, for MLflow params; secret-looking values and URL passwords masked."""
         out: dict[str, str] = {}
 
         def walk(prefix: str, value: Any) -> None:
             if isinstance(value, dict) and value:
                 for key, inner in value.items():
                     walk(f"{prefix}.{key}" if prefix else key, inner)
+            elif _SECRET_NAME.search(prefix):
+                out[prefix] = "***"
             else:
-                out[prefix] = str(value)
+                out[prefix] = _URL_USERINFO.sub("***@", str(value))
 
         walk("", self.model_dump())
         return out

@@ -15,3 +15,7 @@ class InputError(ProfilingError, ValueError):
 
 class MissingStageOutput(ProfilingError, LookupError):
     """A stage needs a table, snapshot or model that an earlier stage has not written yet."""
+
+
+class WorkdirBusy(ProfilingError, RuntimeError):
+    """Another process holds the workdir's embedded catalog; the message names it."""

@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError, InputError
+from profiling.privacy import USER_COLUMNS, id_key, pseudonymise
 from profiling.schemas import InputContract, input_contracts
 from profiling.tables import TableVersion, write_snapshot
 
@@ -248,6 +249,7 @@ def ingest_logs(
     """Validate every log and write the accepted rows and the quarantine for ``snapshot_date``."""
     result = IngestResult()
     rules = ValidationRules.for_snapshot(config, snapshot_date)
+    key = id_key(config)
     ingested_at = F.current_timestamp()
     rejected: list[DataFrame] = []
     cached: list[DataFrame] = []
@@ -262,6 +264,9 @@ def ingest_logs(
             )
         else:
             checked = quarantine_duplicates(validate(read_raw(spark, path, contract), contract, rules), contract)
+            user_columns = [c for c in USER_COLUMNS if c in contract.names]
+            if key is not None and user_columns:
+                checked = pseudonymise(checked, user_columns, key)
             checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(checked)
         totals = _count(checked, path, source)

@@ -31,11 +31,14 @@ _SIMPLE = {
 
 
 def spark_type(name: str) -> T.DataType:
-    """Parse the small type language of the contracts: simple types and ``array<...>``."""
+    """Parse the small type language of the contracts: simple types, ``array<...>`` and ``map<simple,...>``."""
     name = name.strip()
     match = re.fullmatch(r"array<(.+)>", name)
     if match:
         return T.ArrayType(spark_type(match.group(1)))
+    match = re.fullmatch(r"map<(\w+),(.+)>", name)
+    if match:
+        return T.MapType(spark_type(match.group(1)), spark_type(match.group(2)))
     if name not in _SIMPLE:
         raise ValueError(f"unknown type {name!r} in {SCHEMAS_DIR}")
     return _SIMPLE[name]

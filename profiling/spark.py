@@ -14,6 +14,7 @@ from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
 from profiling.config import ProfilingConfig
+from profiling.workdir import lock_workdir
 
 
 def catalog_conf(config: ProfilingConfig) -> dict[str, str]:
@@ -51,8 +52,7 @@ def launched_by_spark_submit() -> bool:
 
 def build_spark_session(config: ProfilingConfig) -> SparkSession:
     """Create (or join) the session for this workdir's catalog."""
-    workdir = config.workdir_path
-    workdir.mkdir(parents=True, exist_ok=True)
+    lock_workdir(config)
     submitted = launched_by_spark_submit()
     local = not submitted and config.spark.master.startswith("local")
     builder = SparkSession.builder.appName(config.spark.app_name)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from profiling.config import ProfilingConfig
 from profiling.spark import catalog_conf, delta_package
+from profiling.workdir import lock_workdir
 
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
 
@@ -68,7 +69,9 @@ def jdbc_url(config: ProfilingConfig, port: int, host: str = "127.0.0.1") -> str
 
 def serve(config: ProfilingConfig, port: int, host: str = "127.0.0.1") -> None:
     """Replace this process with the server (so SIGTERM / Ctrl-C reach it directly)."""
-    config.workdir_path.mkdir(parents=True, exist_ok=True)
+    lock = lock_workdir(config)
+    if lock is not None:
+        os.set_inheritable(lock, True)  # the server's JVM keeps the workdir locked after exec
     env = {**os.environ, "SPARK_HOME": str(spark_home())}
     if config.spark.master.startswith("local"):
         env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # as build_spark_session does

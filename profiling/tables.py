@@ -49,7 +49,7 @@ def current_version(spark: SparkSession, full_name: str) -> int:
 
 
 @contextlib.contextmanager
-def _commit_metadata(spark: SparkSession, text: str | None):
+def commit_metadata(spark: SparkSession, text: str | None):
     previous = spark.conf.get(_USER_METADATA, None)
     if text:
         spark.conf.set(_USER_METADATA, text)
@@ -82,7 +82,7 @@ def write_snapshot(
     """Replace the rows of ``snapshot_date`` in table ``name`` with ``df``, in one commit."""
     full = ensure_table(spark, config, name)
     data = conform(df.withColumn("snapshot_date", F.lit(snapshot_date)), name)
-    with _commit_metadata(spark, run_id):
+    with commit_metadata(spark, run_id):
         data.writeTo(full).overwrite(F.col("snapshot_date") == F.lit(snapshot_date))
     ensure_views(spark, config, name)
     return TableVersion(full, current_version(spark, full))

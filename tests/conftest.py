@@ -50,7 +50,7 @@ def _plant_telling_users(folder: Path) -> tuple[str, str]:
               "category": category, "value": ""}
              for i, (item, category) in enumerate(items[items["category"] != buyer_category][["item_id", "category"]]
                                                   .head(4).itertuples(index=False))]
-    lonely = [{"user_id": "lonely", "item_id": shelf[0], "event_type": "view", "ts": "1800000000",
+    lonely = [{"user_id": "lonely", "item_id": shelf[0], "event_type": "view", "ts": "1760000000",
                "category": buyer_category, "value": ""}]
     pd.concat([behaviour, pd.DataFrame(views + buys + lonely)]).to_csv(
         folder / "behaviour.csv.gz", index=False, compression="gzip")

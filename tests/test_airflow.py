@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from commands import profiling, sql_rows
+
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
 BIN = Path(sys.executable).parent
@@ -84,14 +86,6 @@ print(json.dumps({
     assert dag["max_active_runs"] == 1
 
 
-def _sql(config: Path, query: str) -> list[dict]:
-    proc = subprocess.run([str(BIN / "profiling"), "sql", "--config", str(config), "--format", "json", query],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()]
-
-
 def _dags_test(env: dict[str, str], date: str, config: Path) -> subprocess.CompletedProcess:
     conf = json.dumps({"config": str(config), "python": sys.executable})
     proc = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "profiling_daily", date, "--conf", conf],
@@ -121,8 +115,7 @@ def _task_states(env: dict[str, str], date: str) -> dict[str, str]:
 def two_days(airflow_env, tmp_path_factory) -> tuple[Path, dict[str, dict[str, str]]]:
     root = tmp_path_factory.mktemp("daily")
     data = root / "data"
-    subprocess.run([str(BIN / "profiling"), "generate", "--users", str(USERS), "--out", str(data)],
-                   check=True, capture_output=True, timeout=300)
+    profiling("generate", "--users", str(USERS), "--out", str(data))
     config = root / "profiling.yaml"
     config.write_text(
         f"base: {REPO / 'conf' / 'default.yaml'}\n"
@@ -143,12 +136,12 @@ def test_the_first_day_runs_every_stage_and_writes_that_snapshot(two_days):
     config, states = two_days
     assert states[FIRST] == {t: "success" for t in
                              ("ingest", "sequences", "check_model_age", "train", "infer", "evaluate")}
-    rows = _sql(config, f"""
+    rows = sql_rows(f"""
         SELECT (SELECT count(DISTINCT user_id) FROM profiling.user_profile_embeddings
                  WHERE snapshot_date = '{FIRST}') AS profiles,
                (SELECT count(DISTINCT user_id) FROM profiling.user_interest_weights
                  WHERE snapshot_date = '{FIRST}') AS weighted,
-               (SELECT count(DISTINCT user_id) FROM profiling.user_sequences WHERE snapshot_date = '{FIRST}') AS seqs""")
+               (SELECT count(DISTINCT user_id) FROM profiling.user_sequences WHERE snapshot_date = '{FIRST}') AS seqs""", "--config", str(config))
     assert rows == [{"profiles": USERS, "weighted": USERS, "seqs": USERS}]
 
 
@@ -157,8 +150,8 @@ def test_the_next_day_skips_training_and_scores_with_the_current_model(two_days)
     assert states[SECOND]["check_model_age"] == "success"
     assert states[SECOND]["train"] == "skipped"
     assert states[SECOND]["infer"] == "success" and states[SECOND]["evaluate"] == "success"
-    rows = _sql(config, f"""
+    rows = sql_rows("""
         SELECT snapshot_date, count(DISTINCT user_id) AS users, min(model_version) AS model
-        FROM profiling.user_profile_embeddings GROUP BY snapshot_date ORDER BY snapshot_date""")
+        FROM profiling.user_profile_embeddings GROUP BY snapshot_date ORDER BY snapshot_date""", "--config", str(config))
     assert rows == [{"snapshot_date": FIRST, "users": USERS, "model": "1"},
                     {"snapshot_date": SECOND, "users": USERS, "model": "1"}]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from commands import profiling, sql_rows
+
 from profiling.spark import delta_package
 from profiling.sql_server import spark_home
 
@@ -92,8 +94,7 @@ def submitted_run(standalone_cluster, tmp_path_factory):
     master_url, _ = standalone_cluster
     root = tmp_path_factory.mktemp("submit")
     data, work, dist = root / "data", root / "work", root / "dist"
-    subprocess.run([str(BIN / "profiling"), "generate", "--users", str(USERS), "--out", str(data)],
-                   check=True, capture_output=True, timeout=300)
+    profiling("generate", "--users", str(USERS), "--out", str(data))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(dist), str(REPO)], check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("profiling-*.whl"))
@@ -118,14 +119,6 @@ def submitted_run(standalone_cluster, tmp_path_factory):
     return work, proc, command
 
 
-def _sql(work: Path, query: str) -> list[dict]:
-    proc = subprocess.run([str(BIN / "profiling"), "sql", "--workdir", str(work), "--format", "json", query],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()]
-
-
 def test_the_pipeline_runs_on_executors_and_writes_every_table(standalone_cluster, submitted_run):
     _, worker_dir = standalone_cluster
     work, proc, _ = submitted_run
@@ -137,13 +130,13 @@ def test_the_pipeline_runs_on_executors_and_writes_every_table(standalone_cluste
     assert "finished global sync successfully" in executor_logs
     assert executor_logs.count("has entered the global sync") >= 2
     assert "Started distributed training with 2 executor processes" in proc.stdout + proc.stderr
-    counts = _sql(work, f"""
+    counts = sql_rows(f"""
         SELECT (SELECT count(DISTINCT user_id) FROM profiling.user_sequences WHERE snapshot_date = '{SNAPSHOT}') AS seq,
                (SELECT count(DISTINCT user_id) FROM profiling.user_profile_embeddings
                  WHERE snapshot_date = '{SNAPSHOT}') AS emb,
                (SELECT count(DISTINCT user_id) FROM profiling.user_interest_weights
                  WHERE snapshot_date = '{SNAPSHOT}') AS weights,
-               (SELECT count(*) FROM profiling.behaviour_events) AS behaviour""")
+               (SELECT count(*) FROM profiling.behaviour_events) AS behaviour""", "--workdir", str(work))
     assert counts == [{"seq": USERS, "emb": USERS, "weights": USERS, "behaviour": counts[0]["behaviour"]}]
     assert counts[0]["behaviour"] > USERS
 

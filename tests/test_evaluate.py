@@ -22,6 +22,7 @@ def _behaviour(input_dir):
     frame = pd.read_csv(input_dir / "behaviour.csv.gz", dtype=str, keep_default_na=False)
     frame = frame[(frame["user_id"].str.strip() != "") & frame["ts"].str.isdigit()]
     frame = frame[~frame["value"].isin(["twelve", "NaN"])]
+    frame = frame.drop_duplicates()  # later copies of a row are quarantined as duplicate_row
     frame["order"] = np.arange(len(frame))
     frame["ts"] = frame["ts"].astype(int)
     return frame.sort_values(["ts", "order"], kind="stable")

@@ -1,0 +1,173 @@
+"""`profiling forget`: a user leaves every current table, the audit keeps no raw id, and after
+VACUUM no data file holds the id either."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from commands import ENV, PROFILING, profiling, sql_rows
+
+USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
+               "user_profile_embeddings", "user_interest_weights"]
+
+pytestmark = pytest.mark.slow
+
+
+def _files_naming(folder: Path, user: str) -> list[str]:
+    """Data files under ``folder`` that hold ``user`` as a value, or inside a raw JSON record."""
+    found = []
+    for path in folder.rglob("*.parquet"):
+        data = pq.read_table(path)
+        for column in data.column_names:
+            values = data[column]
+            if str(values.type) not in ("string", "large_string"):
+                continue
+            if pc.any(pc.equal(values, user)).as_py() or pc.any(pc.match_substring(values, f'"{user}"')).as_py():
+                found.append(str(path))
+                break
+    return found
+
+
+@pytest.fixture(scope="module")
+def forgotten(tmp_path_factory):
+    root = tmp_path_factory.mktemp("privacy")
+    data, work = root / "data", root / "work"
+    profiling("generate", "--users", "60", "--out", str(data))
+    social = pd.read_csv(data / "social.csv.gz", dtype=str, keep_default_na=False)
+    behaviour = pd.read_csv(data / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    preference = pd.read_csv(data / "preference.csv.gz", dtype=str, keep_default_na=False)
+    # Someone's friend with behaviour, preferences and friends of their own.
+    own = set(behaviour["user_id"]) & set(preference["user_id"]) & set(social["user_id"])
+    user = next(u for u in social["other_user_id"].value_counts().index if u in own)
+    bad = behaviour[behaviour["user_id"] == user].head(1).assign(value="NaN")  # lands in quarantine
+    pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
+    profiling("run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-11-01",
+               "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]")
+    before = _files_naming(work / "warehouse", user)
+    ids = root / "ids.txt"
+    ids.write_text(f"{user}\n")
+    result = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids)).splitlines()[-1])
+    return work, user, before, result
+
+
+def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit(forgotten, spark):
+    work, _, _, result = forgotten
+    assert all(result["rows_deleted"][t] > 0 for t in USER_TABLES), result["rows_deleted"]
+    for t in USER_TABLES:
+        last = spark.sql(f"DESCRIBE HISTORY delta.`{work / 'warehouse' / 'profiling.db' / t}` LIMIT 1").first()
+        assert (last["operation"], last["userMetadata"]) == ("DELETE", result["request_id"])
+        assert last["version"] == result["table_versions"][t]
+
+
+def test_forget_removes_the_user_from_every_current_table(forgotten):
+    work, user, _, result = forgotten
+    union = " UNION ALL ".join(
+        f"SELECT '{t}' AS t, count(*) AS n FROM profiling.{t} WHERE "
+        + ("get_json_object(raw_record, '$.user_id') = '{u}' OR get_json_object(raw_record, '$.other_user_id') = '{u}'"
+           if t == "quarantine" else
+           "user_id = '{u}' OR other_user_id = '{u}'" if t == "social_edges" else "user_id = '{u}'").format(u=user)
+        for t in USER_TABLES)
+    rows = sql_rows(union, "--workdir", str(work))
+    assert {r["t"]: r["n"] for r in rows} == {t: 0 for t in USER_TABLES}
+    audit = sql_rows("SELECT * FROM profiling.forget_requests", "--workdir", str(work))
+    assert len(audit) == 1 and audit[0]["request_id"] == result["request_id"] and audit[0]["users"] == 1
+    assert user not in json.dumps(audit)  # digests only
+
+
+def test_after_vacuum_no_data_file_holds_the_user(forgotten, spark):
+    work, user, before, _ = forgotten
+    assert before, "the check found the user in no file before forgetting: it cannot tell anything"
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        for table in (work / "warehouse" / "profiling.db").iterdir():
+            spark.sql(f"VACUUM delta.`{table}` RETAIN 0 HOURS")
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    assert _files_naming(work / "warehouse", user) == []
+
+
+KEY = "test-only-pseudonym-key-5f1c"
+
+
+@pytest.fixture(scope="module")
+def pseudonymous(tmp_path_factory):
+    """A run with privacy.hash_user_ids on; returns (workdir, raw user ids, what the run printed)."""
+    root = tmp_path_factory.mktemp("pseudonymous")
+    data, work = root / "data", root / "work"
+    profiling("generate", "--users", "40", "--out", str(data))
+    behaviour = pd.read_csv(data / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    bad = behaviour.head(1).assign(value="NaN")  # a quarantined raw record naming a user
+    pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
+    proc = subprocess.run(
+        [PROFILING, "run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-11-01",
+         "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]",
+         "--set", "privacy.hash_user_ids=true"],
+        capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    users = set(behaviour["user_id"])
+    for log in ("preference", "social"):
+        frame = pd.read_csv(data / f"{log}.csv.gz", dtype=str, keep_default_na=False)
+        users |= set(frame["user_id"]) | set(frame.get("other_user_id", pd.Series(dtype=str)))
+    return work, sorted(users), proc.stdout + proc.stderr
+
+
+def _table(spark, work: Path, name: str):
+    return spark.read.format("delta").load(str(work / "warehouse" / "profiling.db" / name))
+
+
+def test_ids_are_replaced_by_the_same_keyed_hash_in_every_log(pseudonymous, spark):
+    from profiling.privacy import pseudonym
+
+    work, users, _ = pseudonymous
+    expected = {pseudonym(KEY.encode(), u) for u in users}
+    seen = set()
+    for name, columns in {"behaviour_events": ["user_id"], "preference_events": ["user_id"],
+                          "social_edges": ["user_id", "other_user_id"],
+                          "user_profile_embeddings": ["user_id"]}.items():
+        frame = _table(spark, work, name)
+        for column in columns:
+            values = {r[0] for r in frame.select(column).distinct().collect()}
+            assert values <= expected, f"{name}.{column} holds ids that are not pseudonyms"
+            seen |= values
+    assert seen == expected  # every user, under one pseudonym across the logs
+
+
+def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
+    from mlflow import MlflowClient
+
+    work, users, printed = pseudonymous
+    assert KEY not in printed
+    leaked = [u for u in users if u in printed]
+    assert leaked == []
+    for user in users[:5]:
+        assert _files_naming(work / "warehouse", user) == []
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("profiling").experiment_id])
+    assert len(runs) == 5  # the pipeline and its four stages
+    text = json.dumps([[r.data.params, r.data.tags, sorted(r.data.metrics)] for r in runs])
+    assert "privacy.hash_user_ids" in text and KEY not in text
+    assert [u for u in users if f'"{u}"' in text or f" {u}" in text] == []
+
+
+def test_forget_takes_raw_ids_and_finds_their_pseudonyms(pseudonymous):
+    work, users, _ = pseudonymous
+    proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", users[0],
+                           "--set", "privacy.hash_user_ids=true"],
+                          capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1])["rows_deleted"]["user_profile_embeddings"] == 1
+
+
+def test_hashing_without_a_key_is_a_one_line_config_error(tmp_path):
+    proc = subprocess.run([PROFILING, "ingest", "--workdir", str(tmp_path), "--input", str(tmp_path),
+                           "--set", "privacy.hash_user_ids=true"],
+                          capture_output=True, text=True, timeout=600, env={**ENV, "PROFILING_ID_KEY": ""})
+    assert proc.returncode == 2
+    assert "PROFILING_ID_KEY" in proc.stderr and "Traceback" not in proc.stderr
