@@ -98,6 +98,7 @@ def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
     cfg = _config(config, workdir, set_)
     result = run_train(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
     typer.echo(json.dumps({"model_version": result.model_version, "best_epoch": result.best_epoch + 1,
+                           "epochs_run": result.epochs_run, "resumed_after_epoch": result.resumed_after_epoch,
                            "metrics": result.metrics}))
 
 

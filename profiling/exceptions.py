@@ -19,3 +19,7 @@ class MissingStageOutput(ProfilingError, LookupError):
 
 class WorkdirBusy(ProfilingError, RuntimeError):
     """Another process holds the workdir's embedded catalog; the message names it."""
+
+
+class TrainingFailed(ProfilingError, RuntimeError):
+    """A training process died or raised; the message says how to resume from the last checkpoint."""

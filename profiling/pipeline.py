@@ -47,6 +47,7 @@ def run_train(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.da
         result = train_encoder(spark, config, snapshot_date, run_id)
         tracking.record_tables(read=result.read)
         tracking.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                              "resumed_after_epoch": result.resumed_after_epoch,
                               **{f"best_{k}": v for k, v in result.metrics.items()}})
         tracking.mlflow.set_tag("model_version", result.model_version)
     return result

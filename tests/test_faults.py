@@ -1,10 +1,13 @@
-"""Faults a nightly job meets: two runs started at once on one workdir."""
+"""Faults a nightly job meets: two runs at once on one workdir, a training process killed mid-run."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +38,69 @@ def test_two_runs_at_once_on_one_workdir_one_waits_its_turn_with_a_clear_message
     assert sql_rows("SELECT count(*) AS n FROM profiling.behaviour_events", "--workdir", str(work)) == [{"n": counts["behaviour"]["accepted"]}]
     history = sql_rows("DESCRIBE HISTORY profiling.behaviour_events", "--workdir", str(work))
     assert [h["operation"] for h in sorted(history, key=lambda h: h["version"])] == ["CREATE TABLE", "WRITE"]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _training_process(pid: int, rank: int) -> int | None:
+    """The DDP worker of ``rank`` below process ``pid`` (torchrun gives each worker RANK in its environment)."""
+    for child in _descendants(pid):
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and any(e.startswith(b"LOCAL_WORLD_SIZE=") for e in env):
+            return child
+    return None
+
+
+def _last_epoch(work: Path) -> int:
+    import torch
+
+    saved = list(work.glob("checkpoints/*/last.pt"))
+    return torch.load(saved[0], map_location="cpu", weights_only=False)["epoch"] if saved else -1
+
+
+@pytest.mark.slow
+def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_checkpoint(tmp_path):
+    data, work = tmp_path / "data", tmp_path / "work"
+    profiling("generate", "--users", "300", "--out", str(data))
+    common = ["--workdir", str(work), "--snapshot-date", "2026-11-01", "--set", "spark.master=local[2]"]
+    profiling("ingest", "--input", str(data), *common)
+    profiling("sequences", *common)
+    train = ["train", *common, "--set", "train.epochs=6", "--set", "train.patience=10", "--set", "model.dim=32"]
+    run = subprocess.Popen([PROFILING, *train], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 600
+    while _last_epoch(work) < 1:  # two epochs saved: the kill lands in the third
+        assert run.poll() is None and time.time() < deadline, run.communicate()[1][-3000:]
+        time.sleep(0.2)
+    victim = _training_process(run.pid, rank=1)
+    assert victim is not None, "no rank-1 training process found"
+    os.kill(victim, signal.SIGKILL)
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 2, err[-3000:]
+    saved = _last_epoch(work)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "training failed" in errors[0], err[-3000:]
+    assert f"rerun the train stage to resume after epoch {saved + 1}" in errors[0]
+
+    resumed = json.loads(profiling(*train).strip().splitlines()[-1])
+    assert resumed["resumed_after_epoch"] == saved + 1 and resumed["epochs_run"] == 6
+    # The finished run's checkpoints are cleared, so the same command now trains from scratch.
+    fresh = json.loads(profiling(*train).strip().splitlines()[-1])
+    assert fresh["resumed_after_epoch"] == 0 and fresh["epochs_run"] == 6
+    assert resumed["metrics"]["val_ndcg@10"] == pytest.approx(fresh["metrics"]["val_ndcg@10"], abs=0.02)

@@ -3,13 +3,20 @@
 The driver resolves the parquet files of the exact Delta version and snapshot
 it trains on (Spark's ``inputFiles`` on ``VERSION AS OF``) and hands the list
 to the workers, which read them directly (see ``profiling.train.data``).
+
+Checkpoints live in ``<workdir>/checkpoints/<snapshot>-<fingerprint>``, the
+fingerprint covering everything that shapes training (files, spec, settings): a
+rerun after a crash finds the interrupted run's ``last.pt`` and resumes it; a
+finished run's folder is cleared and training starts afresh.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +27,7 @@ from pyspark.sql import functions as F
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
-from profiling.exceptions import MissingStageOutput
+from profiling.exceptions import MissingStageOutput, TrainingFailed
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import FEATURES, GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
 from profiling.tables import TableVersion, read_snapshot
@@ -37,6 +44,7 @@ class TrainResult:
     epochs_run: int
     metrics: dict[str, float]
     read: list[TableVersion] = field(default_factory=list)
+    resumed_after_epoch: int = 0
 
 
 def vocabulary_sizes(
@@ -69,8 +77,6 @@ def train_encoder(
         layers=config.model.layers, interests=config.model.interests, dropout=config.model.dropout,
         negatives=config.train.negatives, behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
     )
-    checkpoints = config.workdir_path / "checkpoints" / (run_id or f"snapshot-{snapshot_date}")
-    checkpoints.mkdir(parents=True, exist_ok=True)
     t = config.train
     job = {
         "spec": spec.to_dict(), "files": files, "behaviour_idx": behaviour_idx,
@@ -79,23 +85,38 @@ def train_encoder(
         "batch_size": t.batch_size, "eval_batch_size": config.infer.batch_size,
         "learning_rate": t.learning_rate, "weight_decay": t.weight_decay, "warmup_steps": t.warmup_steps,
         "interest_loss_weight": t.interest_loss_weight, "shuffle_buffer": t.shuffle_buffer,
-        "loader_workers": 0, "eval_k": t.eval_k, "checkpoint_dir": str(checkpoints),
-        "tracking_uri": config.tracking_uri, "mlflow_run_id": run_id,
+        "loader_workers": 0, "eval_k": t.eval_k,
     }
+    shaping = {k: v for k, v in job.items() if k != "max_minutes"}  # a new time budget may resume
+    fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    checkpoints = config.workdir_path / "checkpoints" / f"{snapshot_date}-{fingerprint}"
+    if (checkpoints / "result.json").exists():  # that run finished: this one trains anew
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    job.update({"checkpoint_dir": str(checkpoints), "tracking_uri": config.tracking_uri, "mlflow_run_id": run_id})
     log.info("training on %s version %d (%d files), %d processes, local_mode=%s, use_gpu=%s",
              seq_version.name, seq_version.version, len(files), t.num_processes, t.local_mode, t.use_gpu)
     distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
-    distributor.run(train_worker, job)
+    try:
+        distributor.run(train_worker, job)
+    except Exception as exc:  # a process died or raised: its own output above says which
+        last = checkpoints / "last.pt"
+        where = (f"rerun the train stage to resume after epoch "
+                 f"{torch.load(last, map_location='cpu', weights_only=False)['epoch'] + 1} ({last})"
+                 if last.exists() else "no epoch finished; rerun the train stage to start again")
+        raise TrainingFailed(f"training failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                             f"{where}") from exc
     # Whatever rank's return value the distributor hands back, rank 0's file is the record.
     result = json.loads((checkpoints / "result.json").read_text())
     model = load_checkpoint(Path(result["checkpoint"]))
     rows = [row for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))]
     example = collate([profile_window(row, spec.max_len, behaviour_idx) for row in rows])
     version = tracking.log_encoder(model, {k: v.numpy() for k, v in example.items()}, config.mlflow.registered_model)
-    log.info("registered %s version %s (best epoch %d of %d)", config.mlflow.registered_model, version,
-             result["best_epoch"] + 1, result["epochs_run"])
+    log.info("registered %s version %s (best epoch %d of %d%s)", config.mlflow.registered_model, version,
+             result["best_epoch"] + 1, result["epochs_run"],
+             f", resumed after epoch {result['resumed_after_epoch']}" if result["resumed_after_epoch"] else "")
     return TrainResult(version, result["best_epoch"], result["epochs_run"], result["metrics"],
-                       read=[seq_version, vocab_version])
+                       read=[seq_version, vocab_version], resumed_after_epoch=result["resumed_after_epoch"])
 
 
 def load_checkpoint(path: Path) -> ProfileEncoder:

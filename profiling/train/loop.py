@@ -5,6 +5,12 @@ function runs under ``local_mode`` on the driver and as Spark tasks on a
 cluster. Rank 0 alone writes checkpoints and logs to MLflow, into the run the
 driver opened (its id is passed in). Validation metrics are all-reduced, so
 every rank takes the same early-stopping decision and returns the same result.
+
+After every epoch rank 0 saves ``last.pt`` (model, optimizer, scheduler, early-
+stopping state) atomically; a run that dies finds it on the next start and goes
+on with the following epoch. Each epoch reseeds torch from (seed, epoch) and the
+data order is a function of the epoch, so a resumed run retraces the epochs an
+uninterrupted run would have trained.
 """
 
 from __future__ import annotations
@@ -75,6 +81,13 @@ def _parameter_groups(model: ProfileEncoder, lr: float) -> list[dict]:
     return [{"params": rest}, {"params": offsets, "lr": 50 * lr, "weight_decay": 0.0}]
 
 
+def _save(state: dict, path: Path) -> None:
+    """Write-then-rename, so a process killed while saving leaves the previous checkpoint whole."""
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
 def train_worker(job: dict) -> dict:
     """Train the encoder on this rank's share; return the best epoch and its validation metrics."""
     backend = "nccl" if job["use_gpu"] else "gloo"
@@ -99,9 +112,21 @@ def train_worker(job: dict) -> dict:
 
     best: dict = {"epoch": -1, "metrics": {}, "score": -math.inf}
     stale = 0
-    step = 0
+    first_epoch = 0
+    if (checkpoints / "last.pt").exists():
+        saved = torch.load(checkpoints / "last.pt", map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        best, stale, first_epoch = saved["best"], saved["stale"], saved["epoch"] + 1
+        if rank == 0:
+            print(f"[train] resuming after epoch {first_epoch} from {checkpoints / 'last.pt'}", flush=True)
     deadline = time.time() + 60 * job["max_minutes"]
-    for epoch in range(job["epochs"]):
+    epoch = first_epoch - 1
+    # Killed after the epoch that ended it early: nothing is left to train.
+    last_epoch = job["epochs"] if stale < job["patience"] else first_epoch
+    for epoch in range(first_epoch, last_epoch):
+        torch.manual_seed(job["seed"] * 1000 + epoch)
         dataset.set_epoch(epoch)
         started = time.time()
         loss_sum, batches = torch.zeros(2, dtype=torch.float64), 0
@@ -116,7 +141,6 @@ def train_worker(job: dict) -> dict:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                step += 1
                 batches += 1
                 loss_sum += torch.tensor([seq_loss.item(), interest_loss.item()], dtype=torch.float64)
         stats = torch.cat([loss_sum, torch.tensor([batches], dtype=torch.float64)])
@@ -136,9 +160,10 @@ def train_worker(job: dict) -> dict:
             stale += 1
         if rank == 0:
             state = {"epoch": epoch, "model": model.state_dict(), "spec": spec.to_dict(), "metrics": metrics}
-            torch.save(state, checkpoints / "last.pt")
             if improved:
-                torch.save(state, checkpoints / "best.pt")
+                _save(state, checkpoints / "best.pt")
+            _save({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "best": best, "stale": stale}, checkpoints / "last.pt")
             if job["mlflow_run_id"]:
                 log_metrics_to_run(job["tracking_uri"], job["mlflow_run_id"], metrics, epoch)
             print(
@@ -155,7 +180,7 @@ def train_worker(job: dict) -> dict:
                 print(f"[train] stopping after epoch {epoch + 1}: train.max_minutes reached", flush=True)
             break
     result = {"best_epoch": best["epoch"], "epochs_run": epoch + 1, "metrics": best["metrics"],
-              "checkpoint": str(checkpoints / "best.pt")}
+              "checkpoint": str(checkpoints / "best.pt"), "resumed_after_epoch": first_epoch}
     if rank == 0:
         (checkpoints / "result.json").write_text(json.dumps(result, indent=2))
     dist.barrier()
