@@ -104,3 +104,32 @@ def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_
     fresh = json.loads(profiling(*train).strip().splitlines()[-1])
     assert fresh["resumed_after_epoch"] == 0 and fresh["epochs_run"] == 6
     assert resumed["metrics"]["val_ndcg@10"] == pytest.approx(fresh["metrics"]["val_ndcg@10"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_an_infer_killed_while_writing_leaves_the_old_snapshot_whole_and_a_rerun_completes(tmp_path):
+    data, work = tmp_path / "data", tmp_path / "work"
+    profiling("generate", "--users", "300", "--out", str(data))
+    common = ["--workdir", str(work), "--snapshot-date", "2026-11-01", "--set", "spark.master=local[2]"]
+    first = json.loads(profiling("run", "--input", str(data), *common, "--set", "train.epochs=1",
+                                 "--set", "model.dim=16").strip().splitlines()[-1])
+    table = work / "warehouse" / "profiling.db" / "user_profile_embeddings"
+    before = set(table.rglob("*.parquet"))
+    infer = subprocess.Popen([PROFILING, "infer", *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=ENV, start_new_session=True)
+    deadline = time.time() + 600
+    while not set(table.rglob("*.parquet")) - before:  # the new snapshot's files are being written
+        assert infer.poll() is None and time.time() < deadline, infer.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(infer.pid, signal.SIGKILL)  # the driver, its JVM and its Python workers at once
+    infer.wait(timeout=60)
+    assert infer.returncode == -signal.SIGKILL
+
+    query = ("SELECT count(*) AS n, count(DISTINCT user_id) AS users, count(DISTINCT mlflow_run_id) AS runs, "
+             "min(mlflow_run_id) AS run FROM profiling.user_profile_embeddings WHERE snapshot_date = '2026-11-01'")
+    [old] = sql_rows(query, "--workdir", str(work))
+    # Files were written, but no commit names them: readers see the previous snapshot, whole.
+    assert old["n"] == old["users"] == first["users"] and old["runs"] == 1
+    profiling("infer", *common)
+    [new] = sql_rows(query, "--workdir", str(work))
+    assert new["n"] == new["users"] == first["users"] and new["runs"] == 1 and new["run"] != old["run"]
