@@ -50,6 +50,11 @@ def id_key(config: ProfilingConfig) -> bytes | None:
     return value.encode()
 
 
+def raw_user_id(column: str) -> Column:
+    """A user id field of ``raw_record``, stripped of surrounding whitespace as ingest strips ids."""
+    return F.regexp_replace(F.get_json_object("raw_record", f"$.{column}"), r"^\s+|\s+$", "")
+
+
 def pseudonym(key: bytes, user_id: str) -> str:
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
@@ -60,7 +65,7 @@ def pseudonymise(checked: DataFrame, columns: list[str], key: bytes) -> DataFram
     def hashed(ids: pd.Series) -> pd.Series:
         return ids.map(lambda v: v if v is None or v == "" else pseudonym(key, v))
 
-    raw = {c: hashed(F.trim(F.get_json_object("raw_record", f"$.{c}"))) for c in columns}
+    raw = {c: hashed(raw_user_id(c)) for c in columns}
     out = checked.withColumns({**{c: hashed(F.col(c)) for c in columns}, **{f"__raw_{c}": v for c, v in raw.items()}})
 
     def swap(k: Column, v: Column) -> Column:
@@ -84,8 +89,7 @@ class ForgetResult:
 def _naming(name: str, ids: list[str]) -> Column | None:
     """The condition that picks the rows of table ``name`` naming any of ``ids`` (None: it holds no user)."""
     if name == "quarantine":
-        named = [F.coalesce(F.trim(F.get_json_object("raw_record", f"$.{c}")).isin(ids), F.lit(False))
-                 for c in USER_COLUMNS]
+        named = [F.coalesce(raw_user_id(c).isin(ids), F.lit(False)) for c in USER_COLUMNS]
         return named[0] | named[1]
     columns = [c for c in USER_COLUMNS if c in table(name).names]
     if not columns:
