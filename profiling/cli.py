@@ -158,6 +158,33 @@ def forget(
     typer.echo(json.dumps(vars(result)))
 
 
+@app.command()
+def explain(
+    user: Annotated[str, typer.Option("--user", help="User id (as in the logs; pseudonymised here if configured)")],
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
+    snapshot_date: Annotated[Optional[str], typer.Option("--snapshot-date", help="YYYY-MM-DD (default: newest)")] = None,
+    format_: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    png: Annotated[Optional[Path], typer.Option(help="Also draw the profile into this PNG file")] = None,
+) -> None:
+    """Explain one user's profile: interests, their evidence events, weights, nearest users, top items."""
+    from profiling.explain import explain_users, format_text
+    from profiling.privacy import table_user_ids
+
+    if format_ not in ("text", "json"):
+        raise ConfigError(f"--format {format_!r}: expected text or json")
+    if png is not None and not png.parent.is_dir():
+        raise ConfigError(f"--png {png}: folder {png.parent} does not exist")
+    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
+    date = parse_snapshot_date(snapshot_date) if snapshot_date else None
+    doc = explain_users(_session(cfg), cfg, table_user_ids(cfg, [user]), date)[0]
+    typer.echo(json.dumps(doc, indent=2) if format_ == "json" else format_text(doc))
+    if png is not None:
+        from profiling.figures import profile_figure, save_png
+
+        save_png(profile_figure(doc), png)
+        typer.echo(f"figure written to {png}", err=True)
+
+
 @app.command("current-model")
 def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None) -> None:
     """Print the registered encoder carrying @current and its age in days (JSON; version null if none)."""
@@ -243,7 +270,7 @@ def sql(
     """Run Spark SQL against the profiling catalog."""
     if format_ not in ("json", "table"):
         raise ConfigError(f"--format {format_!r}: expected json or table")
-    cfg = _config(config, workdir, set_ + ["spark.show_progress=false"] if set_ else ["spark.show_progress=false"])
+    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
     df = _session(cfg).sql(query)
     if format_ == "json":
         for row in df.toLocalIterator():

@@ -114,6 +114,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
     interest_loss_weight: float = Field(0.5, ge=0)
+    interest_diversity: float = Field(1.0, ge=0)
     negatives: int = Field(20000, ge=0)
     shuffle_buffer: int = Field(4096, ge=1)
     seed: int = 42
@@ -122,6 +123,13 @@ class TrainConfig(_Section):
 
 class InferConfig(_Section):
     batch_size: int = Field(512, ge=1)
+    evidence_events: int = Field(5, ge=0, le=1000)
+
+
+class ExplainConfig(_Section):
+    sample_users: int = Field(3, ge=0, le=100)
+    strong_interest: float = Field(0.2, gt=0.0, le=1.0)
+    recent_events: int = Field(20, ge=1, le=200)
 
 
 class PrivacyConfig(_Section):
@@ -148,6 +156,7 @@ class ProfilingConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @property

@@ -26,8 +26,10 @@ def print_summary(spark: SparkSession, config: ProfilingConfig, snapshot_date: d
     print(f"registered model {config.mlflow.registered_model} version {result.train.model_version} "
           f"(best epoch {result.train.best_epoch + 1} of {result.train.epochs_run})\n")
     print("rows per table for this snapshot:")
-    for name in table_contracts():
+    for name, contract in table_contracts().items():
         full = qualified(config, name)
+        if "snapshot_date" not in contract.partitioned_by or not spark.catalog.tableExists(full):
+            continue  # e.g. forget_requests: written by `profiling forget`, not by a run
         n = spark.table(full).where(F.col("snapshot_date") == F.lit(snapshot_date)).count()
         print(f"  {full:<42} {n:>10,}")
     print("\nvalidation (full ranking, second-to-last behaviour event):")
@@ -45,3 +47,6 @@ def print_summary(spark: SparkSession, config: ProfilingConfig, snapshot_date: d
     print("\nlook further with SQL:")
     for hint in SQL_HINTS:
         print(f'  profiling sql --workdir {workdir} "{hint.format(user=users[0] if users else "")}"')
+    if users:
+        print("\nor ask why a user has the interests they have (text, --format json, --png FILE):")
+        print(f"  profiling explain --workdir {workdir} --user {users[0]} --png {users[0]}.png")

@@ -158,6 +158,22 @@ def interest_fidelity(weights: pd.DataFrame, truth: pd.DataFrame, categories: li
             "spearman": round(float(spearman.mean()), 4)}
 
 
+def evidence_fidelity(evidence: pd.DataFrame, truth: pd.DataFrame, agree: int = 4, top: int = 5) -> dict[str, float]:
+    """Do an interest's evidence events show what it is named after?
+
+    Among (user, interest) pairs whose interest is named (``interest_category``) by a planted
+    category of the user: the share with at least ``agree`` of its ``top`` evidence events
+    from that category.
+    """
+    shown = evidence[evidence["rank"] <= top]
+    agreeing = (shown["category"] == shown["interest_category"]).groupby(
+        [shown["user_id"], shown["interest"], shown["interest_category"]]).sum().reset_index(name="agreeing")
+    planted = truth[["user_id", "category"]].rename(columns={"category": "interest_category"})
+    mapped = agreeing.merge(planted, on=["user_id", "interest_category"])
+    return {"evidence_pairs": int(len(mapped)),
+            "evidence_4of5": round(float((mapped["agreeing"] >= agree).mean()), 4) if len(mapped) else 0.0}
+
+
 def evaluate_profiles(
     spark: SparkSession,
     config: ProfilingConfig,
@@ -188,7 +204,9 @@ def evaluate_profiles(
         weights = weights.where(F.col("dimension") == "category").select("user_id", "key", "weight").toPandas()
         truth = pd.read_csv(ground_truth, dtype={"user_id": str, "category": str})
         categories = sorted(set(truth["category"]) | set(weights["key"]))
-        result.fidelity = interest_fidelity(weights, truth, categories)
+        evidence, _ = read_snapshot(spark, config, "user_interest_evidence", snapshot_date)
+        evidence = evidence.select("user_id", "interest", "interest_category", "category", "rank").toPandas()
+        result.fidelity = {**interest_fidelity(weights, truth, categories), **evidence_fidelity(evidence, truth)}
     log.info("evaluated %d users of %s: %s", len(test), dataset,
              {m: (v["recall@10"], v["ndcg@10"]) for m, v in models.items()})
     return result

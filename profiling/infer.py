@@ -2,10 +2,11 @@
 
 ``mapInPandas`` feeds Arrow batches of ``user_sequences`` to Python workers;
 each worker loads the registered encoder from MLflow once and keeps it for the
-batches that follow. One pass produces both tables: ``user_profile_embeddings``
-and the long-format ``user_interest_weights`` (category, event_type and source
+batches that follow. One pass produces three tables: ``user_profile_embeddings``,
+the long-format ``user_interest_weights`` (category, event_type and source
 weights: the encoder's event importance summed per key; they sum to 1 per user
-and dimension).
+and dimension) and ``user_interest_evidence`` (per interest, the events its
+evidence attention is highest on: why the user has that interest).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
@@ -30,7 +31,9 @@ WEIGHT_DIMENSIONS = ("category", "event_type", "source")
 SCORED_SCHEMA = (
     "user_id string, embedding array<float>, interest_embeddings array<array<float>>, "
     "interest_weights array<float>, "
-    "dimension_weights array<struct<dimension:string,key:string,weight:double,rank:int>>"
+    "dimension_weights array<struct<dimension:string,key:string,weight:double,rank:int>>, "
+    "evidence array<struct<interest:int,interest_weight:double,interest_category:string,position:int,item:int,"
+    "category:string,event_type:string,source:string,attribute:int,ts:bigint,attention:double,rank:int>>"
 )
 _MODELS: dict[str, object] = {}
 
@@ -86,7 +89,54 @@ def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, 
     return out
 
 
-def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[int, str]], batch_size: int):
+def interest_category_mass(attention: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """(K, C) attention mass of each interest on each category index (padding and "<none>" get none).
+
+    An interest is named by its heaviest categories: the ones its attention rests on.
+    """
+    n = len(category)
+    mass = np.stack([np.bincount(category, weights=a[:n], minlength=2) for a in attention]) if n else \
+        np.zeros((len(attention), 2))
+    mass[:, :2] = 0.0
+    return mass
+
+
+def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int, attention: np.ndarray,
+                       interest_weights: np.ndarray, names: dict[str, dict[int, str]], top_n: int) -> list[dict]:
+    """Per interest, the ``top_n`` events of the newest window with the highest evidence attention.
+
+    Ties (repeats of an item score alike) go to the newest event.
+    """
+    n = len(window["item"])
+    if n == 0 or top_n == 0:
+        return []
+    category = window["category"]
+    mass = interest_category_mass(attention, category)
+    ts = np.asarray(row["ts"][first:first + n], dtype=np.int64)
+    out = []
+    for k, a in enumerate(attention):
+        a = a[:n]
+        if a.sum() <= 0:  # no event with an item or a category
+            continue
+        top = int(np.argmax(mass[k])) if mass[k].max() > 0 else None
+        label = names["category"].get(top) if top is not None else None
+        newest_first = n - 1 - np.argsort(-a[::-1], kind="stable")
+        shown = [t for t in newest_first if a[t] > 0][:top_n]
+        for rank, t in enumerate(shown, start=1):
+            out.append({
+                "interest": k, "interest_weight": float(interest_weights[k]), "interest_category": label,
+                "position": first + int(t), "item": int(window["item"][t]),
+                "category": names["category"].get(int(category[t])) if category[t] > 1 else None,
+                "event_type": names["event_type"].get(int(window["event_type"][t]), "<none>"),
+                "source": names["source"].get(int(window["source"][t]), "<none>"),
+                "attribute": int(window["attribute"][t]), "ts": int(ts[t]) if ts[t] > 0 else None,
+                "attention": float(a[t]), "rank": rank,
+            })
+    return out
+
+
+def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[int, str]], batch_size: int,
+                     evidence_events: int):
     """The function ``mapInPandas`` runs: sequences in, profiles out."""
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -112,6 +162,9 @@ def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[in
                     # Each window's importance sums to 1; weight it by its share of the history.
                     importance[i][first:first + n] = out["event_importance"][j][:n] * n / max(len(importance[i]), 1)
                 pick = [newest[i] for i in range(len(rows))]
+                evidence = [_interest_evidence(r, chunks[j][2], chunks[j][1], out["evidence_attention"][j],
+                                               out["interest_weights"][j], names, evidence_events)
+                            for r, j in zip(rows, pick)]
                 yield pd.DataFrame({
                     "user_id": part["user_id"].to_numpy(),
                     "embedding": list(out["embedding"][pick].astype(np.float32)),
@@ -119,6 +172,7 @@ def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[in
                     "interest_weights": list(out["interest_weights"][pick].astype(np.float32)),
                     "dimension_weights": [_dimension_weights(r, importance[i], names, model.spec.social_idx)
                                           for i, r in enumerate(rows)],
+                    "evidence": evidence,
                 })
 
     return score
@@ -131,7 +185,7 @@ def infer_profiles(
     model_version: str,
     run_id: str,
 ) -> InferResult:
-    """Write ``user_profile_embeddings`` and ``user_interest_weights`` for ``snapshot_date``."""
+    """Write ``user_profile_embeddings``, ``user_interest_weights`` and ``user_interest_evidence``."""
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     names: dict[str, dict[int, str]] = {d: {} for d in WEIGHT_DIMENSIONS}
@@ -139,8 +193,9 @@ def infer_profiles(
         names[r["dimension"]][r["idx"]] = r["key"]
     model_uri = f"models:/{config.mlflow.registered_model}/{model_version}"
     scored = sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
-                              "value_bucket").mapInPandas(
-        score_partitions(config.tracking_uri, model_uri, names, config.infer.batch_size), SCORED_SCHEMA
+                              "value_bucket", "ts").mapInPandas(
+        score_partitions(config.tracking_uri, model_uri, names, config.infer.batch_size,
+                         config.infer.evidence_events), SCORED_SCHEMA
     ).persist(StorageLevel.MEMORY_AND_DISK)
     stamp = F.current_timestamp()
     embeddings = scored.select(
@@ -153,7 +208,22 @@ def infer_profiles(
         "user_id", "w.dimension", "w.key", "w.weight", "w.rank", F.lit(model_version).alias("model_version")
     )
     v_w = write_snapshot(spark, config, "user_interest_weights", weights, snapshot_date, run_id)
+    v_ev = write_snapshot(spark, config, "user_interest_evidence",
+                          _evidence_rows(scored, vocab).withColumn("model_version", F.lit(model_version)),
+                          snapshot_date, run_id)
     users = scored.count()
     scored.unpersist()
     log.info("scored %d users with %s", users, model_uri)
-    return InferResult(users, model_version, read=[seq_version, vocab_version], written=[v_emb, v_w])
+    return InferResult(users, model_version, read=[seq_version, vocab_version], written=[v_emb, v_w, v_ev])
+
+
+def _evidence_rows(scored: DataFrame, vocab: DataFrame) -> DataFrame:
+    """Explode the evidence and name its items and preference attributes from the vocabularies."""
+    def keys(dimension: str, column: str) -> DataFrame:
+        return vocab.where((F.col("dimension") == dimension) & (F.col("idx") > 1)).select(
+            F.col("idx").alias(f"{dimension}_idx"), F.col("key").alias(column))
+
+    events = scored.select("user_id", F.explode("evidence").alias("e")).select(
+        "user_id", "e.*").withColumnsRenamed({"item": "item_idx", "attribute": "attribute_idx"})
+    return (events.join(keys("item", "item_id"), "item_idx", "left")
+            .join(F.broadcast(keys("attribute", "attribute")), "attribute_idx", "left"))

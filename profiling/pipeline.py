@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
+from profiling.explain import log_run_explanations
 from profiling.infer import InferResult, infer_profiles
 from profiling.ingest import IngestResult, ingest_logs
 from profiling.sequences import SequencesResult, build_user_sequences
@@ -61,6 +62,7 @@ def run_infer(
         result = infer_profiles(spark, config, snapshot_date, version, run_id)
         tracking.record_tables(read=result.read, written=result.written)
         tracking.log_metrics({"users_scored": result.users})
+        log_run_explanations(spark, config, snapshot_date)
     return result
 
 

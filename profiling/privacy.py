@@ -59,6 +59,12 @@ def pseudonym(key: bytes, user_id: str) -> str:
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def table_user_ids(config: ProfilingConfig, user_ids: list[str]) -> list[str]:
+    """The ids as the tables hold them: pseudonyms when ``privacy.hash_user_ids`` is on."""
+    key = id_key(config)
+    return [pseudonym(key, u) for u in user_ids] if key else list(user_ids)
+
+
 def pseudonymise(checked: DataFrame, columns: list[str], key: bytes) -> DataFrame:
     """``columns`` and the same fields of ``raw_record`` replaced by their keyed hash (blanks kept)."""
     @F.pandas_udf("string")
@@ -105,8 +111,7 @@ def forget_users(spark: SparkSession, config: ProfilingConfig, user_ids: list[st
     asked = sorted({u.strip() for u in user_ids if u and u.strip()})
     if not asked:
         raise ConfigError("forget: no user ids given (--user ID or --users-file FILE)")
-    key = id_key(config)
-    ids = [pseudonym(key, u) for u in asked] if key else asked  # the tables hold pseudonyms
+    ids = table_user_ids(config, asked)
     result = ForgetResult(request_id=f"forget-{uuid.uuid4().hex[:12]}", users=len(ids))
     for name in table_contracts():
         condition = _naming(name, ids)

@@ -167,3 +167,11 @@ def view_contracts() -> dict[str, ViewContract]:
     for name, spec in raw.items():
         views[name] = ViewContract(name, spec["comment"], tuple(spec["reads"]), spec["sql"].strip())
     return views
+
+
+@functools.cache
+def explain_schema() -> dict:
+    """The JSON schema of ``profiling explain --format json`` (``schemas/explain.schema.json``)."""
+    import json
+
+    return json.loads((SCHEMAS_DIR / "explain.schema.json").read_text())

@@ -105,6 +105,18 @@ def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> 
     return version
 
 
+def log_figure(fig, artifact_file: str) -> str:
+    """A matplotlib figure as a PNG artifact of the active run; returns its artifact path."""
+    mlflow.log_figure(fig, artifact_file)
+    return artifact_file
+
+
+def log_explanation(doc: dict, fig, stem: str) -> list[str]:
+    """One user's explanation into the active run: ``<stem>.json`` and ``<stem>.png``."""
+    mlflow.log_dict(doc, f"{stem}.json")
+    return [f"{stem}.json", log_figure(fig, f"{stem}.png")]
+
+
 def load_encoder(config: ProfilingConfig, version: str):
     """The registered encoder of that version, on the CPU."""
     import mlflow.pytorch

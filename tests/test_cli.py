@@ -108,3 +108,27 @@ def test_sql_server_answers_a_jdbc_client_over_the_same_catalog(finished_run, tm
         server.terminate()
         server.wait(timeout=60)
     assert server.returncode is not None
+
+
+@pytest.mark.slow
+def test_explain_prints_json_that_validates_and_draws_the_png(finished_run, tmp_path):
+    import jsonschema
+    from PIL import Image
+
+    from profiling.figures import DPI, PROFILE_SIZE
+    from profiling.schemas import explain_schema
+
+    png = tmp_path / "u000007.png"
+    proc = _run("explain", "--workdir", str(finished_run), "--user", "u000007", "--format", "json",
+                "--png", str(png))
+    doc = json.loads(proc.stdout)
+    jsonschema.validate(doc, explain_schema())
+    assert doc["user_id"] == "u000007" and doc["snapshot_date"] == "2026-10-05"  # the newest snapshot by default
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (PROFILE_SIZE[0] * DPI, PROFILE_SIZE[1] * DPI)
+    unknown = _run("explain", "--workdir", str(finished_run), "--user", "nobody", check=False)
+    assert unknown.returncode == 2
+    assert unknown.stdout == ""
+    assert unknown.stderr.strip().splitlines()[-1].startswith(
+        "error: user 'nobody' has no profile in profiling.user_profile_embeddings for snapshot 2026-10-05")
+    assert "Traceback" not in unknown.stderr

@@ -34,6 +34,9 @@ def test_profile_weights_are_distributions_over_interests_and_real_events(model)
     assert torch.allclose(importance.sum(1), torch.ones(2), atol=1e-5)
     assert torch.all(importance[1, 4:] == 0)  # padding carries no importance
     assert out["interest_embeddings"].shape == (2, 3, 16)
+    evidence = out["evidence_attention"]  # (users, interests, events): what each interest rests on
+    assert torch.allclose(evidence.sum(2), torch.ones(2, 3), atol=1e-5)
+    assert torch.all(evidence[1, :, 4:] == 0)
 
 
 def test_a_user_without_events_gets_a_finite_uniform_profile(model):
@@ -119,3 +122,35 @@ def test_sampled_softmax_for_large_catalogues_scores_fewer_items_than_the_full_o
     torch.manual_seed(1)
     partial, _ = sampled(batch, mode="train")
     assert torch.isfinite(partial) and partial < full
+
+
+def test_the_diversity_penalty_trains_only_the_interest_head_and_pulls_interests_apart(model):
+    import dataclasses
+
+    row = {name: [2, 3, 4, 2, 3, 4, 2, 3, 4, 2] for name in FEATURES}
+    row["source"] = [2] * 10
+    row.update(length=10, valid_pos=8, test_pos=9)
+    batch = collate(training_windows(row, 2, 10) * 2)
+
+    def interest_loss_and_grads(weight):
+        encoder = ProfileEncoder(dataclasses.replace(model.spec, interest_diversity=weight)).eval()
+        encoder.load_state_dict(model.state_dict())
+        loss = encoder(batch, mode="train")[1]
+        names, params = zip(*encoder.named_parameters())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return loss, {n: torch.zeros_like(p) if g is None else g for n, p, g in zip(names, params, grads)}
+
+    plain_loss, plain = interest_loss_and_grads(0.0)
+    diverse_loss, diverse = interest_loss_and_grads(1.0)
+    assert diverse_loss > plain_loss  # three interests over the same few events overlap
+    penalty_grad = {n: diverse[n] - plain[n] for n in plain}
+    assert penalty_grad["interest_query.weight"].abs().sum() > 0
+    encoder_side = [n for n in plain if n.startswith(("blocks.", "embeddings.", "position."))]
+    assert encoder_side and all(torch.allclose(penalty_grad[n], torch.zeros_like(plain[n])) for n in encoder_side)
+    # a step against the penalty's gradient makes the interests overlap less
+    stepped = ProfileEncoder(dataclasses.replace(model.spec, interest_diversity=1.0)).eval()
+    stepped.load_state_dict({n: v - 0.5 * penalty_grad[n] if n in penalty_grad else v
+                             for n, v in model.state_dict().items()})
+    plain_after = ProfileEncoder(model.spec).eval()
+    plain_after.load_state_dict(stepped.state_dict())
+    assert stepped(batch, mode="train")[1] - plain_after(batch, mode="train")[1] < diverse_loss - plain_loss

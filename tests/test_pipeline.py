@@ -206,7 +206,7 @@ def test_rerunning_a_snapshot_replaces_only_that_date(pipeline, spark, config):
 
 
 @pytest.mark.parametrize("name", ["user_sequences", "user_profile_embeddings", "user_interest_weights",
-                                  "quarantine", "vocabularies"])
+                                  "user_interest_evidence", "quarantine", "vocabularies"])
 def test_tables_are_registered_with_comments_and_partitioned_by_snapshot(pipeline, spark, config, name):
     full = f"{config.catalog.database}.{name}"
     detail = spark.sql(f"DESCRIBE DETAIL {full}").first()
@@ -234,3 +234,17 @@ def test_views_answer_the_common_questions_from_the_newest_snapshot(pipeline, sp
     assert (firsts == audience.groupby("category")["weight"].max()).all()
     extended = spark.sql(f"DESCRIBE TABLE EXTENDED {db}.category_audience").toPandas()
     assert "ranked" in extended[extended["col_name"] == "Comment"]["data_type"].iloc[0]
+
+
+def test_the_demo_summary_counts_every_snapshot_table_and_names_the_next_commands(pipeline, spark, config, capsys):
+    from profiling.demo import print_summary
+
+    print_summary(spark, config, SNAPSHOT, pipeline)
+    out = capsys.readouterr().out
+    db = config.catalog.database
+    for name in ("user_sequences", "user_profile_embeddings", "user_interest_weights", "user_interest_evidence",
+                 "quarantine"):
+        count = _snapshot(spark, config, name).count()
+        assert f"{db}.{name}".ljust(42) + f" {count:>10,}" in out
+    assert "forget_requests" not in out  # not written by a run: no count, no error
+    assert f"profiling explain --workdir {config.workdir_path} --user " in out

@@ -15,7 +15,7 @@ import pytest
 from commands import ENV, PROFILING, profiling, sql_rows
 
 USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
-               "user_profile_embeddings", "user_interest_weights"]
+               "user_profile_embeddings", "user_interest_weights", "user_interest_evidence"]
 
 pytestmark = pytest.mark.slow
 
@@ -154,6 +154,24 @@ def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
     text = json.dumps([[r.data.params, r.data.tags, sorted(r.data.metrics)] for r in runs])
     assert "privacy.hash_user_ids" in text and KEY not in text
     assert [u for u in users if f'"{u}"' in text or f" {u}" in text] == []
+    # the sample explanations of the infer run name users (and their neighbours) by pseudonym only
+    explanations = sorted((work / "mlartifacts").rglob("explain/sample_user_*.json"))
+    assert explanations
+    text = " ".join(p.read_text() for p in explanations)
+    assert [u for u in users if f'"{u}"' in text] == [] and KEY not in text
+
+
+def test_explain_takes_a_raw_id_and_shows_its_pseudonym(pseudonymous):
+    from profiling.privacy import pseudonym
+
+    work, users, _ = pseudonymous
+    proc = subprocess.run([PROFILING, "explain", "--workdir", str(work), "--user", users[1], "--format", "json",
+                           "--set", "privacy.hash_user_ids=true"],
+                          capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["user_id"] == pseudonym(KEY.encode(), users[1])
+    assert users[1] not in proc.stdout + proc.stderr
 
 
 def test_forget_takes_raw_ids_and_finds_their_pseudonyms(pseudonymous):

@@ -76,6 +76,7 @@ def train_encoder(
         vocab_sizes=sizes, max_len=config.model.max_len, dim=config.model.dim, heads=config.model.heads,
         layers=config.model.layers, interests=config.model.interests, dropout=config.model.dropout,
         negatives=config.train.negatives, behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
+        interest_diversity=config.train.interest_diversity,
     )
     t = config.train
     job = {

@@ -1,0 +1,282 @@
+"""Explain profiles: what a user's interests are, how strong, and which of their events show them.
+
+An explanation is a plain dict (the JSON of ``profiling explain --format json``,
+contract ``schemas/explain.schema.json``) built from one snapshot's tables and
+the registered encoder that wrote them: interest weights and vectors from
+``user_profile_embeddings``, evidence events from ``user_interest_evidence``,
+dimension weights from ``user_interest_weights``. The encoder is re-run on the
+user's newest window for the evidence-attention heat map and the interests'
+category shares (the same computation as the infer stage), and scores the catalogue
+against each interest vector for its top items. Pictures are drawn from the
+dict alone (:mod:`profiling.figures`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from profiling import tracking
+from profiling.config import ProfilingConfig
+from profiling.exceptions import MissingStageOutput
+from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
+from profiling.tables import qualified, read_snapshot
+
+log = logging.getLogger(__name__)
+
+NEAREST_USERS = 5
+TOP_ITEMS = 10
+INTEREST_CATEGORIES = 3
+NEAR_DUPLICATE = 0.95  # interest vectors this close say the same thing (the text output flags them)
+
+
+class UnknownUser(MissingStageOutput):
+    """The user has no profile in the snapshot asked for."""
+
+
+def newest_snapshot(spark: SparkSession, config: ProfilingConfig) -> dt.date:
+    """The newest snapshot of ``user_profile_embeddings`` (what ``--snapshot-date`` defaults to)."""
+    full = qualified(config, "user_profile_embeddings")
+    newest = spark.table(full).agg(F.max("snapshot_date")).first()[0] if spark.catalog.tableExists(full) else None
+    if newest is None:
+        raise MissingStageOutput(f"table {full} holds no profiles in {config.workdir_path}: run the infer stage first")
+    return newest
+
+
+def _for_users(spark, config, name, snapshot_date, ids) -> DataFrame:
+    df, _ = read_snapshot(spark, config, name, snapshot_date)
+    return df.where(F.col("user_id").isin(ids))
+
+
+def _nearest_users(profiles: DataFrame, user_id: str, embedding: np.ndarray, n: int) -> list[dict]:
+    """The ``n`` users whose profile embedding is closest (cosine) to ``embedding``, computed in Spark.
+
+    ``orderBy().limit()`` runs as a per-partition top-n and a merge: no global sort of the users.
+    """
+    q = F.array(*[F.lit(float(x)) for x in embedding / max(float(np.linalg.norm(embedding)), 1e-12)])
+    dot = F.aggregate(F.zip_with("embedding", q, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+    norm = F.sqrt(F.aggregate("embedding", F.lit(0.0), lambda acc, x: acc + x * x))
+    near = (profiles.where(F.col("user_id") != user_id)
+            .select("user_id", (dot / F.greatest(norm, F.lit(1e-12))).alias("cosine"))
+            .orderBy(F.desc("cosine"), "user_id").limit(n).collect())
+    return [{"user_id": r["user_id"], "cosine": round(float(r["cosine"]), 4)} for r in near]
+
+
+class _Names:
+    """Vocabulary keys and item titles for the indices one explanation needs (looked up in one query each)."""
+
+    def __init__(self, spark, config, snapshot_date, indices: dict[str, set[int]], item_ids: set[str]):
+        vocab, _ = read_snapshot(spark, config, "vocabularies", snapshot_date)
+        wanted = None
+        for dimension, idx in indices.items():
+            cond = (F.col("dimension") == dimension) & F.col("idx").isin(sorted(idx) or [-1])
+            wanted = cond if wanted is None else wanted | cond
+        small = F.col("dimension").isin(*WEIGHT_DIMENSIONS)
+        self.keys: dict[str, dict[int, str]] = {}
+        for r in vocab.where(small | wanted).select("dimension", "idx", "key").collect():
+            self.keys.setdefault(r["dimension"], {})[r["idx"]] = r["key"]
+        items, _ = read_snapshot(spark, config, "items", snapshot_date)
+        ids = sorted(set(self.keys.get("item", {}).values()) | item_ids)
+        self.items = {r["item_id"]: (r["title"], r["category"])
+                      for r in items.where(F.col("item_id").isin(ids or ["\0"])).collect()}
+
+    def key(self, dimension: str, idx: int) -> str | None:
+        return self.keys.get(dimension, {}).get(int(idx)) if idx > 1 else None
+
+    def title(self, item_id: str | None) -> str | None:
+        return self.items.get(item_id, (None, None))[0] if item_id else None
+
+    def item_category(self, item_id: str | None) -> str | None:
+        return self.items.get(item_id, (None, None))[1] if item_id else None
+
+
+def _iso(ts: int | None) -> str | None:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+def explain_users(
+    spark: SparkSession, config: ProfilingConfig, user_ids: list[str], snapshot_date: dt.date | None = None
+) -> list[dict]:
+    """One explanation per user id, ids as the tables hold them (see ``privacy.table_user_ids``)."""
+    import torch
+
+    from profiling.model.inputs import collate, profile_window
+
+    snapshot_date = snapshot_date or newest_snapshot(spark, config)
+    ids = list(user_ids)
+    profiles, _ = read_snapshot(spark, config, "user_profile_embeddings", snapshot_date)
+    found = {r["user_id"]: r for r in profiles.where(F.col("user_id").isin(ids)).collect()}
+    for uid in ids:
+        if uid not in found:
+            hashed = " (ids are pseudonymised: privacy.hash_user_ids)" if config.privacy.hash_user_ids else ""
+            raise UnknownUser(f"user {uid!r}{hashed} has no profile in "
+                              f"{qualified(config, 'user_profile_embeddings')} for snapshot {snapshot_date} "
+                              f"({config.workdir_path})")
+    sequences = {r["user_id"]: r for r in _for_users(spark, config, "user_sequences", snapshot_date, ids).collect()}
+    weights = _for_users(spark, config, "user_interest_weights", snapshot_date, ids).orderBy("rank").collect()
+    evidence = _for_users(spark, config, "user_interest_evidence", snapshot_date, ids).orderBy(
+        "interest", "rank").collect()
+    near = {u: _nearest_users(profiles, u, np.asarray(found[u]["embedding"]), NEAREST_USERS) for u in ids}
+    models = {v: tracking.load_encoder(config, v) for v in {found[u]["model_version"] for u in ids}}
+
+    recent, top_items = {}, {}
+    for uid in ids:
+        model = models[found[uid]["model_version"]]
+        window = profile_window(sequences[uid], model.spec.max_len, model.spec.behaviour_idx)
+        with torch.no_grad():
+            attention = model(collate([window]))["evidence_attention"][0].numpy()
+        shown = min(len(window["item"]), config.explain.recent_events)
+        start = len(window["item"]) - shown
+        recent[uid] = (window, attention, start)
+        vectors = torch.tensor(np.asarray(found[uid]["interest_embeddings"], dtype=np.float32))
+        with torch.no_grad():
+            scores = vectors @ model.item_embedding.T
+        scores[:, :2] = float("-inf")
+        k = min(TOP_ITEMS, scores.shape[1] - 2)
+        top_items[uid] = [(s.numpy(), i.numpy()) for s, i in zip(*torch.topk(scores, k, dim=1))]
+
+    needed: dict[str, set[int]] = {"item": set(), "attribute": set()}
+    for uid in ids:
+        window, _, start = recent[uid]
+        needed["item"].update(int(i) for i in window["item"][start:])
+        needed["attribute"].update(int(i) for i in window["attribute"][start:])
+        needed["item"].update(int(i) for _, idx in top_items[uid] for i in idx)
+    names = _Names(spark, config, snapshot_date, needed, {e["item_id"] for e in evidence if e["item_id"]})
+
+    docs = []
+    for uid in ids:
+        docs.append(_document(uid, snapshot_date, found[uid], sequences[uid], recent[uid], top_items[uid],
+                              [r for r in weights if r["user_id"] == uid],
+                              [r for r in evidence if r["user_id"] == uid], near[uid], names))
+    return docs
+
+
+def _document(uid, snapshot_date, profile, sequence, recent, top_items, weights, evidence, near, names) -> dict:
+    window, attention, start = recent
+    n = len(window["item"])
+    own_items = set(int(i) for i in window["item"]) | set(int(i) for i in window["history"])
+    mass = interest_category_mass(attention, window["category"])
+    vectors = np.asarray(profile["interest_embeddings"], dtype=float)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    interests = []
+    for k, weight in enumerate(profile["interest_weights"]):
+        total = mass[k].sum()
+        cats = [c for c in np.argsort(-mass[k], kind="stable")[:INTEREST_CATEGORIES] if mass[k][c] > 0]
+        scores, idx = top_items[k]
+        interests.append({
+            "interest": k,
+            "weight": round(float(weight), 4),
+            "closest_interest": None if len(vectors) < 2 else {
+                "interest": int(np.argmax(cosine[k])), "cosine": round(float(cosine[k].max()), 4)},
+            "categories": [{"category": names.key("category", c), "share": round(float(mass[k][c] / total), 4)}
+                           for c in cats],
+            "evidence": [{
+                "rank": e["rank"], "position": e["position"], "item_id": e["item_id"], "title": names.title(e["item_id"]),
+                "category": e["category"], "event_type": e["event_type"], "source": e["source"],
+                "attribute": e["attribute"], "ts": e["ts"], "time": _iso(e["ts"]),
+                "attention": round(float(e["attention"]), 4),
+            } for e in evidence if e["interest"] == k],
+            "top_items": [{
+                "item_id": names.key("item", i), "title": names.title(names.key("item", i)),
+                "category": names.item_category(names.key("item", i)), "score": round(float(s), 4),
+                "seen": int(i) in own_items,
+            } for s, i in zip(scores, idx)],
+        })
+    interests.sort(key=lambda i: -i["weight"])
+    first = int(sequence["length"]) - n
+    events = []
+    for t in range(start, n):
+        item = names.key("item", window["item"][t])
+        ts = int(sequence["ts"][first + t]) or None
+        events.append({
+            "position": first + t, "item_id": item, "title": names.title(item),
+            "category": names.key("category", window["category"][t]),
+            "event_type": names.key("event_type", window["event_type"][t]),
+            "source": names.key("source", window["source"][t]),
+            "attribute": names.key("attribute", window["attribute"][t]), "ts": ts, "time": _iso(ts),
+        })
+    return {
+        "user_id": uid,
+        "snapshot_date": str(snapshot_date),
+        "model_version": profile["model_version"],
+        "events_in_profile": int(sequence["length"]),
+        "interests": interests,
+        "dimensions": {d: [{"key": r["key"], "weight": round(float(r["weight"]), 4)} for r in weights
+                           if r["dimension"] == d] for d in WEIGHT_DIMENSIONS},
+        "nearest_users": near,
+        "recent_events": {"events": events,
+                          "attention": [[round(float(a), 4) for a in row[start:n]] for row in attention]},
+    }
+
+
+def _event_label(e: dict) -> str:
+    what = e.get("title") or e.get("item_id") or e.get("attribute") or "-"
+    return f"{what} [{e['category'] or '-'}]"
+
+
+def format_text(doc: dict) -> str:
+    """The explanation as a page of text: interests and evidence first, then weights and neighbours."""
+    lines = [f"user {doc['user_id']}  snapshot {doc['snapshot_date']}  model version {doc['model_version']}  "
+             f"({doc['events_in_profile']} events in the profile)", "",
+             "interests (weight = share of the user's events the interest accounts for):"]
+    for i in doc["interests"]:
+        named = ", ".join(f"{c['category']} {c['share']:.0%}" for c in i["categories"]) or "no category"
+        close = i["closest_interest"]
+        twin = f"  (near-duplicate of interest {close['interest']}: cosine {close['cosine']:.2f})" \
+            if close and close["cosine"] >= NEAR_DUPLICATE else ""
+        lines.append(f"  interest {i['interest']}  weight {i['weight']:.3f}  {named}{twin}")
+        for e in i["evidence"]:
+            when = (e["time"] or "time unknown").replace("T", " ").replace("Z", "")
+            lines.append(f"    {e['rank']}. {when:<19}  {e['source']:<10} {e['event_type']:<18} "
+                         f"{_event_label(e):<40} attention {e['attention']:.3f}")
+        top = ", ".join(f"{t['title'] or t['item_id']}" + (" (seen)" if t["seen"] else "") for t in i["top_items"])
+        lines.append(f"    top items: {top}")
+    for d in ("source", "event_type", "category"):
+        shown = doc["dimensions"][d][:8]
+        lines.append("")
+        lines.append(f"{d} weights: " + ", ".join(f"{w['key']} {w['weight']:.3f}" for w in shown))
+    lines.append("")
+    lines.append("nearest users (cosine of profile embeddings): "
+                 + ", ".join(f"{n['user_id']} {n['cosine']:.3f}" for n in doc["nearest_users"]))
+    return "\n".join(lines)
+
+
+def log_run_explanations(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> list[str]:
+    """Into the active MLflow run: the explain figure and JSON of a few sample users and a summary figure.
+
+    Sample users are the first ``explain.sample_users`` with events in hash order of their id: a stable,
+    spread-out pick. Returns the artifact paths written.
+    """
+    from profiling.figures import profile_figure, run_summary_figure
+
+    profiles, _ = read_snapshot(spark, config, "user_profile_embeddings", snapshot_date)
+    sequences, _ = read_snapshot(spark, config, "user_sequences", snapshot_date)
+    paths = []
+    n = config.explain.sample_users
+    if n:
+        sample = [r["user_id"] for r in sequences.where(F.col("length") > 0).select("user_id")
+                  .orderBy(F.xxhash64("user_id"), "user_id").limit(n).collect()]
+        if sample:
+            for i, doc in enumerate(explain_users(spark, config, sample, snapshot_date)):
+                paths += tracking.log_explanation(doc, profile_figure(doc), f"explain/sample_user_{i + 1}")
+    threshold = config.explain.strong_interest
+    strong = {r["n"]: r["count"] for r in profiles.select(
+        F.size(F.filter("interest_weights", lambda w: w >= threshold)).alias("n")).groupBy("n").count().collect()}
+    weights, _ = read_snapshot(spark, config, "user_interest_weights", snapshot_date)
+    users = sum(strong.values())
+    keep = max(1, min(1000, int(1000 * 20_000 / max(users, 1))))  # about 20,000 users at most
+    source_weights: dict[str, list[float]] = {}
+    for r in weights.where((F.col("dimension") == "source") & (F.abs(F.xxhash64("user_id")) % 1000 < keep)) \
+            .select("key", "weight").collect():
+        source_weights.setdefault(r["key"], []).append(float(r["weight"]))
+    fig = run_summary_figure(strong, source_weights, threshold, config.model.interests)
+    paths.append(tracking.log_figure(fig, "explain/summary.png"))
+    if users:
+        tracking.log_metrics({"strong_interests_mean": sum(k * c for k, c in strong.items()) / users})
+    return paths
