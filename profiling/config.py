@@ -106,6 +106,7 @@ class TrainConfig(_Section):
     num_processes: int = Field(2, ge=1)
     use_gpu: bool = False
     local_mode: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     epochs: int = Field(100, ge=1)
     patience: int = Field(10, ge=1)
     max_minutes: float = Field(20.0, gt=0)
@@ -117,12 +118,14 @@ class TrainConfig(_Section):
     interest_diversity: float = Field(1.0, ge=0)
     negatives: int = Field(20000, ge=0)
     shuffle_buffer: int = Field(4096, ge=1)
+    loader_workers: int = Field(0, ge=0)
     seed: int = 42
     eval_k: list[int] = Field(default_factory=lambda: [10, 20, 50])
 
 
 class InferConfig(_Section):
     batch_size: int = Field(512, ge=1)
+    use_gpu: bool = False
     evidence_events: int = Field(5, ge=0, le=1000)
 
 

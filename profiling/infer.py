@@ -1,8 +1,8 @@
 """Infer stage: score every user in a distributed pass and write the profile tables.
 
 ``mapInPandas`` feeds Arrow batches of ``user_sequences`` to Python workers;
-each worker loads the registered encoder from MLflow once and keeps it for the
-batches that follow. One pass produces three tables: ``user_profile_embeddings``,
+the driver reads the registered encoder from MLflow and broadcasts its weights,
+each worker builds it once and keeps it for the batches that follow. One pass produces three tables: ``user_profile_embeddings``,
 the long-format ``user_interest_weights`` (category, event_type and source
 weights: the encoder's event importance summed per key; they sum to 1 per user
 and dimension) and ``user_interest_evidence`` (per interest, the events its
@@ -22,7 +22,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from profiling import tracking
 from profiling.config import ProfilingConfig
+from profiling.exceptions import ConfigError
 from profiling.tables import TableVersion, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,68 @@ class InferResult:
     written: list[TableVersion] = field(default_factory=list)
 
 
-def _load_model(tracking_uri: str, model_uri: str):
-    """Once per Python worker: the registered encoder, on the CPU, in eval mode."""
-    if model_uri not in _MODELS:
-        import mlflow.pytorch
+def scoring_device(use_gpu: bool, assigned: list[str] | None = None):
+    """The CPU, or the GPU Spark assigned to this task (``assigned``: its addresses; first GPU if none)."""
+    import torch
+
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("infer.use_gpu is true but torch sees no CUDA device on this Spark worker")
+    return torch.device("cuda", int(assigned[0]) if assigned else 0)
+
+
+def check_scoring_device(config: ProfilingConfig, cuda_devices: int | None = None) -> None:
+    """In local mode the tasks run on the driver: with ``infer.use_gpu`` it must see a GPU, or fail now."""
+    if config.infer.use_gpu and config.spark.master.startswith("local"):
         import torch
 
-        torch.set_num_threads(1)
-        mlflow.set_tracking_uri(tracking_uri)
-        _MODELS[model_uri] = mlflow.pytorch.load_model(model_uri, map_location="cpu").eval()
-    return _MODELS[model_uri]
+        found = torch.cuda.device_count() if cuda_devices is None else cuda_devices
+        if found == 0:
+            raise ConfigError(f"infer.use_gpu is true and spark.master is {config.spark.master!r}, but the driver "
+                              f"sees no CUDA device: set infer.use_gpu=false or run on GPU executors")
+
+
+def _task_gpus() -> list[str] | None:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    return list(gpus.addresses) if gpus is not None else None
+
+
+def _load_model(key: str, packed, use_gpu: bool):
+    """Once per Python worker: the encoder from the broadcast weights, on its device, in eval mode.
+
+    The driver reads the registered model from MLflow once; workers get its weights as a Spark
+    broadcast (fetched once per executor), so none of them imports MLflow or opens its store.
+    """
+    if key not in _MODELS:
+        import io
+
+        import torch
+
+        from profiling.model.encoder import EncoderSpec, ProfileEncoder
+
+        device = scoring_device(use_gpu, _task_gpus() if use_gpu else None)
+        if device.type == "cpu":
+            torch.set_num_threads(1)  # one thread per Spark task slot
+        state = torch.load(io.BytesIO(packed.value), map_location=device, weights_only=True)
+        model = ProfileEncoder(EncoderSpec(**state["spec"]))
+        model.load_state_dict(state["weights"])
+        _MODELS[key] = model.to(device).eval()
+    return _MODELS[key]
+
+
+def broadcast_encoder(spark: SparkSession, model):
+    """The encoder's spec and weights as one Spark broadcast (plain tensors and values: loads with weights_only)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"spec": model.spec.to_dict(), "weights": model.state_dict()}, buffer)
+    return spark.sparkContext.broadcast(buffer.getvalue())
 
 
 def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, dict[int, str]],
@@ -135,8 +189,8 @@ def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int
     return out
 
 
-def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[int, str]], batch_size: int,
-                     evidence_events: int):
+def score_partitions(model_key: str, packed, names: dict[str, dict[int, str]], batch_size: int,
+                     evidence_events: int, use_gpu: bool = False):
     """The function ``mapInPandas`` runs: sequences in, profiles out."""
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -144,16 +198,18 @@ def score_partitions(tracking_uri: str, model_uri: str, names: dict[str, dict[in
 
         from profiling.model.inputs import collate, profile_chunks
 
-        model = _load_model(tracking_uri, model_uri)
+        model = _load_model(model_key, packed, use_gpu)
+        device = next(model.parameters()).device
         window, behaviour_idx = model.spec.max_len, model.spec.behaviour_idx
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 part = frame.iloc[start:start + batch_size]
-                rows = [r for _, r in part.iterrows()]
+                rows = part.to_dict("records")
                 chunks = [(i, first, w) for i, r in enumerate(rows) for first, w in
                           profile_chunks(r, window, behaviour_idx)]
                 with torch.no_grad():
-                    out = {k: v.numpy() for k, v in model(collate([w for _, _, w in chunks])).items()}
+                    batch = {k: v.to(device) for k, v in collate([w for _, _, w in chunks]).items()}
+                    out = {k: v.float().cpu().numpy() for k, v in model(batch).items()}
                 newest = {}
                 importance = [np.zeros(int(r["length"])) for r in rows]
                 for j, (i, first, w) in enumerate(chunks):
@@ -186,16 +242,18 @@ def infer_profiles(
     run_id: str,
 ) -> InferResult:
     """Write ``user_profile_embeddings``, ``user_interest_weights`` and ``user_interest_evidence``."""
+    check_scoring_device(config)
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     names: dict[str, dict[int, str]] = {d: {} for d in WEIGHT_DIMENSIONS}
     for r in vocab.where(F.col("dimension").isin(*WEIGHT_DIMENSIONS)).select("dimension", "key", "idx").collect():
         names[r["dimension"]][r["idx"]] = r["key"]
     model_uri = f"models:/{config.mlflow.registered_model}/{model_version}"
+    packed = broadcast_encoder(spark, tracking.load_encoder(config, model_version))
     scored = sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
                               "value_bucket", "ts").mapInPandas(
-        score_partitions(config.tracking_uri, model_uri, names, config.infer.batch_size,
-                         config.infer.evidence_events), SCORED_SCHEMA
+        score_partitions(f"{config.tracking_uri} {model_uri}", packed, names, config.infer.batch_size,
+                         config.infer.evidence_events, config.infer.use_gpu), SCORED_SCHEMA
     ).persist(StorageLevel.MEMORY_AND_DISK)
     stamp = F.current_timestamp()
     embeddings = scored.select(
@@ -213,6 +271,7 @@ def infer_profiles(
                           snapshot_date, run_id)
     users = scored.count()
     scored.unpersist()
+    packed.destroy()
     log.info("scored %d users with %s", users, model_uri)
     return InferResult(users, model_version, read=[seq_version, vocab_version], written=[v_emb, v_w, v_ev])
 

@@ -105,6 +105,30 @@ def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_
     assert fresh["resumed_after_epoch"] == 0 and fresh["epochs_run"] == 6
     assert resumed["metrics"]["val_ndcg@10"] == pytest.approx(fresh["metrics"]["val_ndcg@10"], abs=0.02)
 
+    # The same snapshot run again from scratch: the same model, bit for bit, and the same profile rows.
+    profiling("infer", *common)
+    first = _profiles(work)
+    again = json.loads(profiling(*train).strip().splitlines()[-1])
+    learned = [k for k in fresh["metrics"] if k.startswith(("val_", "train_loss", "train_interest_loss"))]
+    assert {k: again["metrics"][k] for k in learned} == {k: fresh["metrics"][k] for k in learned}
+    profiling("infer", *common)
+    second = _profiles(work)
+    assert second["model_version"].unique().tolist() != first["model_version"].unique().tolist()
+    columns = ["user_id", "embedding", "interest_embeddings", "interest_weights"]
+    assert len(first) == 300 and first[columns].equals(second[columns])
+
+
+def _profiles(work: Path):
+    """The newest user_profile_embeddings rows, read straight from the Delta table (sorted by user)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(work / "warehouse" / "profiling.db" / "user_profile_embeddings"))
+    rows = table.to_pandas(columns=["user_id", "embedding", "interest_embeddings", "interest_weights",
+                                    "model_version"])
+    for column in ("embedding", "interest_embeddings", "interest_weights"):  # arrays compare as lists
+        rows[column] = rows[column].map(lambda v: [list(x) if hasattr(x, "__len__") else x for x in v])
+    return rows.sort_values("user_id", ignore_index=True)
+
 
 @pytest.mark.slow
 def test_an_infer_killed_while_writing_leaves_the_old_snapshot_whole_and_a_rerun_completes(tmp_path):

@@ -26,8 +26,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from profiling import tracking
-from profiling.config import ProfilingConfig
-from profiling.exceptions import MissingStageOutput, TrainingFailed
+from profiling.config import ProfilingConfig, TrainConfig
+from profiling.exceptions import ConfigError, MissingStageOutput, TrainingFailed
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import FEATURES, GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
 from profiling.tables import TableVersion, read_snapshot
@@ -62,10 +62,27 @@ def vocabulary_sizes(
     return sizes, sources, version
 
 
+def distributor_args(train: TrainConfig, cuda_devices: int | None = None) -> dict:
+    """TorchDistributor's arguments, checked against the GPUs this driver sees in local mode.
+
+    On a cluster (``local_mode: false``) the executors hold the GPUs and Spark's
+    ``spark.task.resource.gpu.amount`` hands one to each process; the driver cannot count them.
+    """
+    if train.use_gpu and train.local_mode:
+        found = torch.cuda.device_count() if cuda_devices is None else cuda_devices
+        if found < train.num_processes:
+            raise ConfigError(
+                f"train.use_gpu is true with train.local_mode and train.num_processes={train.num_processes}, "
+                f"but the driver sees {found} CUDA device(s): lower train.num_processes, set "
+                f"train.local_mode=false to train on GPU executors, or set train.use_gpu=false")
+    return {"num_processes": train.num_processes, "local_mode": train.local_mode, "use_gpu": train.use_gpu}
+
+
 def train_encoder(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
 ) -> TrainResult:
     """Train on ``user_sequences`` of ``snapshot_date`` and register the best epoch's model."""
+    launch = distributor_args(config.train)  # a GPU setting that cannot work fails before any reading
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
     files = sorted(sequences.inputFiles())
     if not files:
@@ -81,12 +98,12 @@ def train_encoder(
     t = config.train
     job = {
         "spec": spec.to_dict(), "files": files, "behaviour_idx": behaviour_idx,
-        "use_gpu": t.use_gpu, "seed": t.seed, "epochs": t.epochs, "patience": t.patience,
+        "use_gpu": t.use_gpu, "precision": t.precision, "seed": t.seed, "epochs": t.epochs, "patience": t.patience,
         "max_minutes": t.max_minutes,
         "batch_size": t.batch_size, "eval_batch_size": config.infer.batch_size,
         "learning_rate": t.learning_rate, "weight_decay": t.weight_decay, "warmup_steps": t.warmup_steps,
         "interest_loss_weight": t.interest_loss_weight, "shuffle_buffer": t.shuffle_buffer,
-        "loader_workers": 0, "eval_k": t.eval_k,
+        "loader_workers": t.loader_workers, "eval_k": t.eval_k,
     }
     shaping = {k: v for k, v in job.items() if k != "max_minutes"}  # a new time budget may resume
     fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -97,7 +114,7 @@ def train_encoder(
     job.update({"checkpoint_dir": str(checkpoints), "tracking_uri": config.tracking_uri, "mlflow_run_id": run_id})
     log.info("training on %s version %d (%d files), %d processes, local_mode=%s, use_gpu=%s",
              seq_version.name, seq_version.version, len(files), t.num_processes, t.local_mode, t.use_gpu)
-    distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
+    distributor = TorchDistributor(**launch)
     try:
         distributor.run(train_worker, job)
     except Exception as exc:  # a process died or raised: its own output above says which

@@ -42,6 +42,17 @@ def pick_device(use_gpu: bool) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision``: "auto" is bf16 on a GPU that supports it, else none."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device) -> dict[str, float]:
     """Full-ranking metrics of the validation targets of this rank's users, summed over all ranks."""
     model.eval()
@@ -67,10 +78,16 @@ def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: t
     if pending:
         flush()
     keys = sorted(totals)
-    packed = torch.tensor([totals[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(packed)
+    packed = _all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64), device)
     model.train()
     return finalize(dict(zip(keys, packed.tolist())))
+
+
+def _all_reduce(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum over ranks; nccl reduces only CUDA tensors, so the values travel via the device."""
+    values = values.to(device)
+    dist.all_reduce(values)
+    return values.cpu()
 
 
 def _parameter_groups(model: ProfileEncoder, lr: float) -> list[dict]:
@@ -94,6 +111,7 @@ def train_worker(job: dict) -> dict:
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = pick_device(job["use_gpu"])
+    amp_dtype = autocast_dtype(device, job["precision"])
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     torch.manual_seed(job["seed"])
@@ -108,7 +126,7 @@ def train_worker(job: dict) -> dict:
     dataset = TrainingBatches(job["files"], rank, world, job["behaviour_idx"], spec.max_len, job["batch_size"],
                               job["shuffle_buffer"], job["seed"])
     loader = DataLoader(dataset, batch_size=None, collate_fn=collate, num_workers=job["loader_workers"],
-                        worker_init_fn=worker_init)
+                        worker_init_fn=worker_init, pin_memory=device.type == "cuda")
 
     best: dict = {"epoch": -1, "metrics": {}, "score": -math.inf}
     stale = 0
@@ -129,12 +147,14 @@ def train_worker(job: dict) -> dict:
         torch.manual_seed(job["seed"] * 1000 + epoch)
         dataset.set_epoch(epoch)
         started = time.time()
-        loss_sum, batches = torch.zeros(2, dtype=torch.float64), 0
+        loss_sum, batches, positions = torch.zeros(2, device=device), 0, 0
         with ddp.join():
             for batch in loader:
+                positions += int(batch["labels"].count_nonzero())  # on the CPU copy: no device sync
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 # Through the DDP wrapper's forward, so gradients are all-reduced.
-                seq_loss, interest_loss = ddp(batch, mode="train")
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    seq_loss, interest_loss = ddp(batch, mode="train")
                 loss = seq_loss + job["interest_loss_weight"] * interest_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -142,12 +162,16 @@ def train_worker(job: dict) -> dict:
                 optimizer.step()
                 scheduler.step()
                 batches += 1
-                loss_sum += torch.tensor([seq_loss.item(), interest_loss.item()], dtype=torch.float64)
-        stats = torch.cat([loss_sum, torch.tensor([batches], dtype=torch.float64)])
-        dist.all_reduce(stats)
+                loss_sum += torch.stack([seq_loss.detach(), interest_loss.detach()]).float()  # no sync per batch
+        loop_seconds = time.time() - started
+        stats = _all_reduce(torch.cat([loss_sum.double().cpu(), torch.tensor([batches, positions],
+                                                                                dtype=torch.float64)]), device)
         metrics = {
             "train_loss": stats[0].item() / max(stats[2].item(), 1),
             "train_interest_loss": stats[1].item() / max(stats[2].item(), 1),
+            # Positions with a next-item label, over all ranks: what "training events/s" counts.
+            "train_positions": stats[3].item(),
+            "train_positions_per_s": stats[3].item() / max(loop_seconds, 1e-9),
             **{f"val_{k}": v for k, v in _validate(model, job, rank, world, device).items()},
             "epoch_seconds": time.time() - started,
         }
@@ -173,7 +197,7 @@ def train_worker(job: dict) -> dict:
                 flush=True,
             )
         # Every rank must stop at the same epoch: rank 0's clock decides.
-        out_of_time = torch.tensor([float(time.time() > deadline)])
+        out_of_time = torch.tensor([float(time.time() > deadline)], device=device)
         dist.broadcast(out_of_time, src=0)
         if stale >= job["patience"] or out_of_time.item():
             if rank == 0 and out_of_time.item():

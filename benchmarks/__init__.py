@@ -1,0 +1,1 @@
+"""Speed benchmarks of the profiling stages (not part of the library): ``python -m benchmarks.speed``."""

@@ -1,0 +1,67 @@
+"""The speed benchmark's smoke mode: ``python -m benchmarks.speed`` on tiny sizes, as a user runs it.
+
+Figures at these sizes mean nothing; what is checked is that every stage and every limit it is
+compared with ran on the same data and that the report's sums hold together.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from commands import ENV
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+STAGES = {"sequences", "reference", "train", "loader", "infer", "forward"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "--events", "1500", "--events", "3000", "--runs", "1",
+         "--skew-users", "20", "--skew-heavy", "3000", "--workdir", str(work), "--json",
+         "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2", "--set", "model.dim=32"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # the report is the last line
+
+
+def test_every_stage_and_its_limit_ran_at_every_size(report):
+    assert [s["events"] for s in report["sizes"]] == sorted(s["events"] for s in report["sizes"])
+    for size in report["sizes"]:
+        assert set(size["stages"]) == STAGES
+        for figures in size["stages"].values():
+            assert figures["wall_s"] > 0 and figures["peak_driver_mb"] > 0
+        assert size["stages"]["train"]["peak_workers_mb"] > 0  # the training processes were seen
+        assert set(size["ratios"]) == {"sequences_vs_reference", "loader_vs_training_process", "infer_vs_forward"}
+
+
+def test_the_limits_are_measured_on_the_same_data_as_the_stages(report):
+    for size in report["sizes"]:
+        s = size["stages"]
+        # One process reading every file yields exactly the windows the two training ranks shared.
+        assert s["loader"]["positions"] == s["train"]["positions"] > 0
+        assert s["infer"]["users"] == s["forward"]["users"] == s["sequences"]["users"]
+        assert size["outputs"]["user_profile_embeddings"]["rows"] == s["infer"]["users"]
+        # The reference sees users with behaviour or preference events; the stage adds social-only users.
+        assert 0 < s["reference"]["users"] <= s["sequences"]["users"]
+        assert size["ingest"]["behaviour_events"] == size["outputs"]["behaviour_events"]["rows"]
+
+
+def test_slopes_cover_each_stage_between_the_sizes_and_skew_keeps_the_total(report):
+    small, large = (s["events"] for s in report["sizes"])
+    for stage in ("sequences", "train", "infer"):
+        assert [(p["from"], p["to"]) for p in report["slopes"][stage]] == [(small, large)]
+        fit = report["linear_fits"][stage]  # two sizes: the line goes through both
+        assert fit["max_relative_miss"] < 1e-6 and fit["s_per_million_events"] != 0
+    skew = report["skew"]
+    heavy, spread = skew["with_heavy_user"]["events"], skew["without"]["events"]
+    assert heavy - skew["heavy_events"] > 0  # the normal users' events are there too
+    assert abs(heavy - spread) / heavy < 0.25  # the same total, give or take the generator's draws
+    assert skew["ratio"] > 0
