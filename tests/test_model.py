@@ -107,6 +107,59 @@ def test_repeat_and_circle_offsets_move_exactly_those_items(model):
     assert torch.all(moved[0, others] == 0)
 
 
+def _dense_offsets(batch, rows, positions, own_source, circle_source, n_items):
+    """The offsets' (N, V) membership tables built the obvious way, one Python loop per position."""
+    own = torch.zeros(len(rows), n_items)
+    circle = torch.zeros(len(rows), n_items)
+    for n, (r, p) in enumerate(zip(rows.tolist(), positions.tolist())):
+        for t in range(p + 1):
+            item, source = int(batch["item"][r, t]), int(batch["source"][r, t])
+            if item and source == own_source:
+                own[n, item] = 1
+            if item and source == circle_source:
+                circle[n, item] = 1
+        for item in batch["history"][r].tolist():
+            if item:
+                own[n, item] = 1
+    return own, circle
+
+
+def test_sparse_offsets_equal_dense_membership_tables_with_repeats_in_both_softmaxes(model):
+    """Offsets are added per (position, item) pair: once per item however often it repeats, for the
+    full softmax and for the sampled one (where only sampled columns and the target carry them)."""
+    rng = np.random.default_rng(3)
+    windows = []
+    for length in (12, 7, 9):
+        w = {name: rng.integers(2, 5, size=length) for name in FEATURES}
+        w["item"] = rng.integers(2, 9, size=length)  # few items: many repeats
+        w["source"] = rng.choice([2, 4, 3], size=length)
+        w["history"] = rng.integers(2, 9, size=length // 2)
+        windows.append(w)
+    batch = collate(windows)
+    with torch.no_grad():
+        model.repeat_bias.fill_(-1.5)
+        model.circle_bias.fill_(0.75)
+    rows = torch.tensor([0, 0, 1, 2, 2])
+    positions = torch.tensor([3, 11, 6, 0, 8])
+    states = torch.randn(len(rows), model.spec.dim)
+    own, circle = _dense_offsets(batch, rows, positions, 2, 4, SIZES["item"])
+    expected = states @ model.item_embedding.T - 1.5 * own + 0.75 * circle
+    assert own.sum() > 0 and circle.sum() > 0
+    full = model.next_item_logits(states, batch, rows, positions)
+    assert torch.allclose(full, expected, atol=1e-6)
+
+    targets = torch.tensor([3, 5, 7, 2, 8])
+    negatives = torch.tensor([2, 4, 5, 8])
+    sampled = model.next_item_logits(states, batch, rows, positions, targets, negatives)
+    columns = torch.cat([targets[:, None], negatives[None].expand(len(rows), -1)], 1)
+    assert torch.allclose(sampled, expected.gather(1, columns), atol=1e-6)
+
+    # The offsets' gradients count each member cell once.
+    model.zero_grad()
+    model.next_item_logits(states, batch, rows, positions).sum().backward()
+    assert torch.isclose(model.repeat_bias.grad, own.sum()) and torch.isclose(model.circle_bias.grad, circle.sum())
+
+
 def test_sampled_softmax_for_large_catalogues_scores_fewer_items_than_the_full_one(model):
     """With fewer negatives than items the loss runs over the target and a sample: a smaller
     partition function, so a lower loss than the full softmax on the same batch and weights."""

@@ -123,19 +123,27 @@ class ProfileEncoder(nn.Module):
     def _membership(
         self, batch: dict[str, torch.Tensor], rows: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, V) 0/1 tables: items the user had before ``positions`` (own), and the circle's items."""
+        """Sorted unique keys ``n * V + item`` of the items scored position n's user had before it (own:
+        ``history`` and their behaviour events up to it) and of their circle's items up to it.
+
+        Sparse on purpose: a dense (N, V) table per batch costs more than the scores themselves
+        on a 16k-item catalogue, while a user holds at most a few hundred items.
+        """
         item, source = batch["item"][rows], batch["source"][rows]
         visible = torch.arange(item.shape[1], device=item.device)[None] <= positions[:, None]
-        shape = (len(rows), self.item_embedding.shape[0])
-        own = torch.zeros(shape, dtype=torch.uint8, device=item.device)
-        own.scatter_(1, torch.where(visible & (source == self.spec.behaviour_idx), item, 0), 1)
-        if "history" in batch:
-            own.scatter_(1, batch["history"][rows], 1)
-        circle = torch.zeros(shape, dtype=torch.uint8, device=item.device)
-        circle.scatter_(1, torch.where(visible & (source == self.spec.social_idx), item, 0), 1)
-        own[:, 0] = 0
-        circle[:, 0] = 0
-        return own, circle
+        n_items = self.item_embedding.shape[0]
+
+        def keys(mask: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+            n, t = (mask & (item > 0)).nonzero(as_tuple=True)
+            found = n * n_items + item[n, t]
+            if extra is not None:
+                n, h = (extra > 0).nonzero(as_tuple=True)
+                found = torch.cat([found, n * n_items + extra[n, h]])
+            return torch.unique(found)
+
+        history = batch["history"][rows] if "history" in batch else None
+        own = keys(visible & (source == self.spec.behaviour_idx), history)
+        return own, keys(visible & (source == self.spec.social_idx))
 
     def next_item_logits(
         self,
@@ -150,25 +158,32 @@ class ProfileEncoder(nn.Module):
 
         ``states @ E_item`` plus the learned offsets for items the user had before
         (``history`` and their own events up to the position) and for circle items.
-        Default: every item (N, V). With ``targets`` (N,) and shared ``negatives`` (S,):
+        Default: every item (N, V). With ``targets`` (N,) and shared, distinct ``negatives`` (S,):
         the target's score then the negatives' (N, 1 + S), for sampled softmax.
         """
         own, circle = self._membership(batch, rows, positions)
+        n_items = self.item_embedding.shape[0]
         if negatives is None:
             logits = states @ self.item_embedding.T
         else:
             positive = (states * self.item_embedding[targets]).sum(-1, keepdim=True)
             logits = torch.cat([positive, states @ self.item_embedding[negatives].T], 1)
-            columns = torch.cat([targets[:, None], negatives[None].expand(len(targets), -1)], 1)
-            own, circle = own.gather(1, columns), circle.gather(1, columns)
-        return logits + self.repeat_bias * own + self.circle_bias * circle
+            column = torch.full((n_items,), -1, dtype=torch.long, device=states.device)
+            column[negatives] = torch.arange(1, len(negatives) + 1, device=states.device)
+        for keys, offset in ((own, self.repeat_bias), (circle, self.circle_bias)):
+            n, col = keys // n_items, keys % n_items
+            if negatives is not None:  # item -> its columns: 0 if it is the target, its negative's if sampled
+                is_target, sampled = col == targets[n], column[col] >= 0
+                n, col = torch.cat([n[is_target], n[sampled]]), torch.cat([0 * col[is_target], column[col[sampled]]])
+            logits.index_put_((n, col), offset.expand(len(n)), accumulate=True)
+        return logits
 
     def _loss(self, states, batch, rows, positions, targets) -> torch.Tensor:
         """Cross-entropy over all items, or over the target and shared sampled negatives for large catalogues."""
         n_items = self.item_embedding.shape[0]
         if not self.spec.negatives or n_items - 2 <= self.spec.negatives:
             return F.cross_entropy(self.next_item_logits(states, batch, rows, positions), targets)
-        negatives = torch.randint(2, n_items, (self.spec.negatives,), device=states.device)
+        negatives = torch.randint(2, n_items, (self.spec.negatives,), device=states.device).unique()
         logits = self.next_item_logits(states, batch, rows, positions, targets, negatives)
         logits[:, 1:] = logits[:, 1:].masked_fill(negatives[None] == targets[:, None], float("-inf"))
         return F.cross_entropy(logits, torch.zeros_like(targets))
