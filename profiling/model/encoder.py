@@ -175,7 +175,7 @@ class ProfileEncoder(nn.Module):
             if negatives is not None:  # item -> its columns: 0 if it is the target, its negative's if sampled
                 is_target, sampled = col == targets[n], column[col] >= 0
                 n, col = torch.cat([n[is_target], n[sampled]]), torch.cat([0 * col[is_target], column[col[sampled]]])
-            logits.index_put_((n, col), offset.expand(len(n)), accumulate=True)
+            logits.index_put_((n, col), offset.to(logits.dtype).expand(len(n)), accumulate=True)  # bf16 autocast
         return logits
 
     def _loss(self, states, batch, rows, positions, targets) -> torch.Tensor:
