@@ -13,7 +13,7 @@ import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -116,6 +116,8 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(50, ge=0)
     interest_loss_weight: float = Field(0.5, ge=0)
     interest_diversity: float = Field(1.0, ge=0)
+    interest_score_weights: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0], min_length=1)
     negatives: int = Field(20000, ge=0)
     shuffle_buffer: int = Field(4096, ge=1)
     loader_workers: int = Field(0, ge=0)

@@ -207,3 +207,31 @@ def test_the_diversity_penalty_trains_only_the_interest_head_and_pulls_interests
     plain_after = ProfileEncoder(model.spec).eval()
     plain_after.load_state_dict(stepped.state_dict())
     assert stepped(batch, mode="train")[1] - plain_after(batch, mode="train")[1] < diverse_loss - plain_loss
+
+
+def test_the_interest_head_scores_items_by_label_aware_attention_and_joins_with_its_weight(model):
+    import dataclasses
+
+    window = _window(6, seed=2)
+    window["source"] = np.array([2, 2, 4, 2, 2, 2])  # own items and one circle item: both offsets apply
+    batch = collate([window, _window(3, seed=4)])
+    with torch.no_grad():
+        model.repeat_bias.fill_(-2.0)
+        model.circle_bias.fill_(1.0)
+        sequential, interest = model.head_scores(batch)
+        vectors = model(batch)["interest_embeddings"]  # the profile's interests: the same visible events
+        last = batch["lengths"] - 1
+        hidden, _ = model.encode(batch)
+        plain = hidden[torch.arange(2), last] @ model.item_embedding.T
+        for user in range(2):
+            by_hand = torch.zeros(SIZES["item"])
+            for item in range(SIZES["item"]):
+                scores = vectors[user] @ model.item_embedding[item]
+                by_hand[item] = (torch.softmax(scores, 0) * scores).sum()
+            # Both heads carry the same offsets on the same items.
+            assert torch.allclose(interest[user] - by_hand, sequential[user] - plain[user], atol=1e-5)
+        assert (sequential - plain).abs().sum() > 0
+        for weight in (0.0, 0.5):
+            weighted = ProfileEncoder(dataclasses.replace(model.spec, interest_score_weight=weight)).eval()
+            weighted.load_state_dict(model.state_dict())
+            assert torch.allclose(weighted.score_next(batch), sequential + weight * interest, atol=1e-5)

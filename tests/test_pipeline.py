@@ -248,3 +248,28 @@ def test_the_demo_summary_counts_every_snapshot_table_and_names_the_next_command
         assert f"{db}.{name}".ljust(42) + f" {count:>10,}" in out
     assert "forget_requests" not in out  # not written by a run: no count, no error
     assert f"profiling explain --workdir {config.workdir_path} --user " in out
+
+
+def test_the_interest_head_joins_scoring_with_the_weight_that_ranks_validation_best(pipeline, spark, config):
+    import mlflow.pytorch
+    import torch
+
+    from profiling.metrics import finalize, ranking_sums, target_ranks
+    from profiling.model.inputs import collate, target_window
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    model = mlflow.pytorch.load_model(f"models:/{config.mlflow.registered_model}/{pipeline.train.model_version}")
+    model.eval()
+    chosen = model.spec.interest_score_weight
+    assert chosen in config.train.interest_score_weights
+    assert pipeline.train.metrics["interest_score_weight"] == chosen
+    rows = [r.asDict() for r in _snapshot(spark, config, "user_sequences").where("valid_pos > 0").collect()]
+    pairs = [target_window(r, r["valid_pos"], model.spec.max_len, model.spec.behaviour_idx) for r in rows]
+    with torch.no_grad():
+        sequential, interest = model.head_scores(collate([w for w, _ in pairs]))
+    targets = torch.tensor([t for _, t in pairs])
+    ndcg = {w: finalize(ranking_sums(target_ranks(sequential + w * interest, targets), [10]))["ndcg@10"]
+            for w in config.train.interest_score_weights}
+    # Training scored in other batches (other padding), which may move a near-tie by a rank or so.
+    assert ndcg[chosen] >= max(ndcg.values()) - 1e-3
+    assert pipeline.train.metrics["val_ndcg@10"] == pytest.approx(ndcg[chosen], abs=1e-3)

@@ -9,7 +9,9 @@ into hidden states ``H``; ``H[t] @ item_embedding.T`` scores the next item
 The multi-interest head (ComiRec-SA) reads the same states: K attention
 distributions ``A[k, t]`` over the events give K interest vectors
 ``V[k] = sum_t A[k, t] H[t]``. During training, MIND-style label-aware
-attention picks the interests that explain the target item.
+attention picks the interests that explain the target item. After training,
+the interest head joins next-item scoring with a weight chosen on the
+validation targets (``spec.interest_score_weight``; see :meth:`head_scores`).
 
 What a profile says (no target needed):
 
@@ -58,6 +60,7 @@ class EncoderSpec:
     behaviour_idx: int = -1  # source index of behaviour events (the user's own items)
     social_idx: int = -1  # source index of social context events (the circle's items)
     interest_diversity: float = 0.0  # weight of the penalty ||A A^T - I||^2 that keeps interests apart
+    interest_score_weight: float = 0.0  # weight of the interest head in next-item scores (chosen on validation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,20 +159,27 @@ class ProfileEncoder(nn.Module):
     ) -> torch.Tensor:
         """Scores of items as the next behaviour event after ``positions`` of ``rows``.
 
-        ``states @ E_item`` plus the learned offsets for items the user had before
-        (``history`` and their own events up to the position) and for circle items.
-        Default: every item (N, V). With ``targets`` (N,) and shared, distinct ``negatives`` (S,):
-        the target's score then the negatives' (N, 1 + S), for sampled softmax.
+        ``states @ E_item`` plus the score offsets (:meth:`with_offsets`). Default: every item
+        (N, V). With ``targets`` (N,) and shared, distinct ``negatives`` (S,): the target's score
+        then the negatives' (N, 1 + S), for sampled softmax.
         """
+        if negatives is None:
+            return self.with_offsets(states @ self.item_embedding.T, batch, rows, positions)
+        positive = (states * self.item_embedding[targets]).sum(-1, keepdim=True)
+        logits = torch.cat([positive, states @ self.item_embedding[negatives].T], 1)
+        return self.with_offsets(logits, batch, rows, positions, targets, negatives)
+
+    def with_offsets(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], rows: torch.Tensor,
+                     positions: torch.Tensor, targets: torch.Tensor | None = None,
+                     negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """``logits`` (in place) plus the learned offsets for items the user had before (``history``
+        and their own events up to the position) and for circle items. Columns are items, or with
+        ``targets`` and ``negatives`` the target then the negatives."""
         own, circle = self._membership(batch, rows, positions)
         n_items = self.item_embedding.shape[0]
-        if negatives is None:
-            logits = states @ self.item_embedding.T
-        else:
-            positive = (states * self.item_embedding[targets]).sum(-1, keepdim=True)
-            logits = torch.cat([positive, states @ self.item_embedding[negatives].T], 1)
-            column = torch.full((n_items,), -1, dtype=torch.long, device=states.device)
-            column[negatives] = torch.arange(1, len(negatives) + 1, device=states.device)
+        if negatives is not None:
+            column = torch.full((n_items,), -1, dtype=torch.long, device=logits.device)
+            column[negatives] = torch.arange(1, len(negatives) + 1, device=logits.device)
         for keys, offset in ((own, self.repeat_bias), (circle, self.circle_bias)):
             n, col = keys // n_items, keys % n_items
             if negatives is not None:  # item -> its columns: 0 if it is the target, its negative's if sampled
@@ -188,12 +198,33 @@ class ProfileEncoder(nn.Module):
         logits[:, 1:] = logits[:, 1:].masked_fill(negatives[None] == targets[:, None], float("-inf"))
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
-    def score_next(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores of every item as the event after each sequence's last one (B, V)."""
-        hidden, _ = self.encode(batch)
+    def head_scores(
+        self, batch: dict[str, torch.Tensor], interest: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Both heads' scores of every item as the event after each sequence's last one, (B, V) each
+        (the interest head's is None unless ``interest``).
+
+        The next-item head scores with ``H[last]``. The interest head scores item i as training's
+        label-aware attention would: ``sum_k softmax_k(V[k] . e_i) V[k] . e_i`` over the interests
+        of the whole sequence. Both carry the score offsets.
+        """
+        hidden, padding = self.encode(batch)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = (batch["lengths"] - 1).clamp(min=0)
-        return self.next_item_logits(hidden[rows, last], batch, rows, last)
+        sequential = self.next_item_logits(hidden[rows, last], batch, rows, last)
+        if not interest:
+            return sequential, None
+        _, vectors = self.interests(hidden, ~padding)
+        per_interest = vectors @ self.item_embedding.T  # (B, K, V)
+        label_aware = (torch.softmax(per_interest, dim=1) * per_interest).sum(1)
+        return sequential, self.with_offsets(label_aware, batch, rows, last)
+
+    def score_next(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores of every item as the event after each sequence's last one (B, V): the next-item
+        head's plus ``interest_score_weight`` times the interest head's (:meth:`head_scores`)."""
+        weight = self.spec.interest_score_weight
+        sequential, interest = self.head_scores(batch, interest=weight != 0)
+        return sequential if interest is None else sequential + weight * interest
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-item cross-entropy on every prefix, and the label-aware multi-interest loss."""

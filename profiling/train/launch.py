@@ -102,7 +102,8 @@ def train_encoder(
         "max_minutes": t.max_minutes,
         "batch_size": t.batch_size, "eval_batch_size": config.infer.batch_size,
         "learning_rate": t.learning_rate, "weight_decay": t.weight_decay, "warmup_steps": t.warmup_steps,
-        "interest_loss_weight": t.interest_loss_weight, "shuffle_buffer": t.shuffle_buffer,
+        "interest_loss_weight": t.interest_loss_weight,
+        "interest_score_weights": t.interest_score_weights, "shuffle_buffer": t.shuffle_buffer,
         "loader_workers": t.loader_workers, "eval_k": t.eval_k,
     }
     shaping = {k: v for k, v in job.items() if k != "max_minutes"}  # a new time budget may resume

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -53,21 +54,28 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return None
 
 
-def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device) -> dict[str, float]:
-    """Full-ranking metrics of the validation targets of this rank's users, summed over all ranks."""
+def _validate(
+    model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device,
+    interest_weights: Sequence[float] = (0.0,),
+) -> list[dict[str, float]]:
+    """Full-ranking metrics of the validation targets of this rank's users, summed over all ranks,
+    one dict per weight w of the scores ``next-item head + w * interest head``."""
     model.eval()
     ks = job["eval_k"]
-    totals = {"n": 0.0, **{f"{m}@{k}": 0.0 for m in ("recall", "ndcg") for k in ks}}
+    keys = sorted(["n", *(f"{m}@{k}" for m in ("recall", "ndcg") for k in ks)])
+    totals = torch.zeros(len(interest_weights), len(keys), dtype=torch.float64)
     pending: list[tuple[dict, int]] = []
 
     def flush() -> None:
         batch = collate([w for w, _ in pending])
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.no_grad():
-            scores = model.score_next(batch)
+            sequential, interest = model.head_scores(batch, interest=any(interest_weights))
         targets = torch.tensor([t for _, t in pending], device=device)
-        for key, value in ranking_sums(target_ranks(scores, targets), ks).items():
-            totals[key] += value
+        for i, weight in enumerate(interest_weights):
+            scores = sequential if weight == 0 else sequential + weight * interest
+            sums = ranking_sums(target_ranks(scores, targets), ks)
+            totals[i] += torch.tensor([sums[k] for k in keys], dtype=torch.float64)
         pending.clear()
 
     for row in rows_of_rank(job["files"], rank, world):
@@ -77,10 +85,32 @@ def _validate(model: ProfileEncoder, job: dict, rank: int, world: int, device: t
                 flush()
     if pending:
         flush()
-    keys = sorted(totals)
-    packed = _all_reduce(torch.tensor([totals[k] for k in keys], dtype=torch.float64), device)
+    packed = _all_reduce(totals, device)
     model.train()
-    return finalize(dict(zip(keys, packed.tolist())))
+    return [finalize(dict(zip(keys, row.tolist()))) for row in packed]
+
+
+def _choose_interest_weight(model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device,
+                            best: dict, best_path: Path) -> dict:
+    """Let the interest head join next-item scoring with the weight (of ``interest_score_weights``)
+    that ranks the validation targets best; rank 0 rewrites ``best.pt`` with it. Returns ``best``
+    with the chosen weight and the validation metrics of the scores it gives."""
+    weights = sorted(job["interest_score_weights"])
+    dist.barrier()  # rank 0 has written best.pt
+    saved = torch.load(best_path, map_location=device, weights_only=False)
+    model.load_state_dict(saved["model"])
+    fused = _validate(model, job, rank, world, device, weights)
+    key = f"ndcg@{job['eval_k'][0]}"
+    chosen = max(range(len(weights)), key=lambda i: (fused[i][key], -i))  # ties: the smaller weight
+    metrics = {**best["metrics"], **{f"val_{k}": v for k, v in fused[chosen].items()},
+               "interest_score_weight": weights[chosen]}
+    if rank == 0:
+        saved["spec"]["interest_score_weight"] = weights[chosen]
+        _save({**saved, "metrics": metrics}, best_path)
+        print(f"[train] interest head weight in next-item scores: {weights[chosen]} (validation {key} "
+              f"{best['metrics'][f'val_{key}']:.4f} with the next-item head alone, {fused[chosen][key]:.4f})",
+              flush=True)
+    return {**best, "metrics": metrics}
 
 
 def _all_reduce(values: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -172,7 +202,7 @@ def train_worker(job: dict) -> dict:
             # Positions with a next-item label, over all ranks: what "training events/s" counts.
             "train_positions": stats[3].item(),
             "train_positions_per_s": stats[3].item() / max(loop_seconds, 1e-9),
-            **{f"val_{k}": v for k, v in _validate(model, job, rank, world, device).items()},
+            **{f"val_{k}": v for k, v in _validate(model, job, rank, world, device)[0].items()},
             "epoch_seconds": time.time() - started,
         }
         score = metrics[f"val_ndcg@{job['eval_k'][0]}"]
@@ -203,6 +233,7 @@ def train_worker(job: dict) -> dict:
             if rank == 0 and out_of_time.item():
                 print(f"[train] stopping after epoch {epoch + 1}: train.max_minutes reached", flush=True)
             break
+    best = _choose_interest_weight(model, job, rank, world, device, best, checkpoints / "best.pt")
     result = {"best_epoch": best["epoch"], "epochs_run": epoch + 1, "metrics": best["metrics"],
               "checkpoint": str(checkpoints / "best.pt"), "resumed_after_epoch": first_epoch}
     if rank == 0:
