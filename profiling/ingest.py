@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError, InputError
+from profiling.ids import normalised
 from profiling.privacy import USER_COLUMNS, id_key, pseudonymise
 from profiling.schemas import InputContract, input_contracts
 from profiling.tables import TableVersion, write_snapshot
@@ -146,14 +147,9 @@ def read_raw(spark: SparkSession, path: Path, contract: InputContract) -> DataFr
     )
 
 
-def _strip(column: Column) -> Column:
-    """Without leading and trailing whitespace of any kind (SQL's trim only removes spaces)."""
-    return F.regexp_replace(column, r"^\s+|\s+$", "")
-
-
 def _parse_ts(name: str) -> Column:
     """Unix seconds (integer text) or a timestamp string, as unix seconds."""
-    text = _strip(F.col(name))
+    text = normalised(F.col(name))
     return F.coalesce(text.try_cast("bigint"), F.unix_timestamp(F.try_to_timestamp(text)))
 
 
@@ -163,7 +159,7 @@ def validate(df: DataFrame, contract: InputContract, rules: ValidationRules) -> 
     typed: dict[str, Column] = {}
     for c in contract.columns:
         raw = F.col(c.name)
-        blank = raw.isNull() | (_strip(raw) == "")
+        blank = raw.isNull() | (normalised(raw) == "")
         if c.required:
             checks.append((blank, "missing_value", F.lit(f"{c.name} is null or empty")))
         if c.max_length is not None:
@@ -187,20 +183,20 @@ def validate(df: DataFrame, contract: InputContract, rules: ValidationRules) -> 
                 f"{c.name} %s (%s) is after the snapshot day (tolerance: input.future_tolerance_hours)",
                 raw, F.date_format(F.timestamp_seconds(F.least(value, F.lit(253402300799))), "yyyy-MM-dd'T'HH:mm:ss'Z'"))))
         elif c.type == "double":
-            value = _strip(raw).try_cast("double")
+            value = normalised(raw).try_cast("double")
             checks.append((~blank & value.isNull(), "bad_type",
                            F.format_string(f"{c.name} %s is not a number", raw)))
             checks.append((value.isNotNull() & (F.isnan(value) | (F.abs(value) == float("inf"))), "non_finite_value",
                            F.format_string(f"{c.name} %s is not a finite number", raw)))
         else:
-            value = F.when(~blank, _strip(raw))
+            value = F.when(~blank, normalised(raw))
         typed[c.name] = value
     if contract.source == "social":
-        checks.append((_strip(F.col("user_id")) == _strip(F.col("other_user_id")), "self_loop",
+        checks.append((normalised(F.col("user_id")) == normalised(F.col("other_user_id")), "self_loop",
                        F.lit("social edge from a user to themselves")))
     if contract.source == "behaviour" and rules.event_types is not None:
         allowed = ", ".join(rules.event_types)
-        checks.append((~_strip(F.col("event_type")).isin(*rules.event_types), "unknown_event_type",
+        checks.append((~normalised(F.col("event_type")).isin(*rules.event_types), "unknown_event_type",
                        F.format_string(f"event_type %s is not one of input.event_types ({allowed})",
                                        F.col("event_type"))))
     reason = F.lit(None).cast("string")

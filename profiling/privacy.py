@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError
+from profiling.ids import normalised
 from profiling.schemas import table, table_contracts
 from profiling.tables import commit_metadata, current_version, ensure_table, qualified
 
@@ -51,8 +52,8 @@ def id_key(config: ProfilingConfig) -> bytes | None:
 
 
 def raw_user_id(column: str) -> Column:
-    """A user id field of ``raw_record``, stripped of surrounding whitespace as ingest strips ids."""
-    return F.regexp_replace(F.get_json_object("raw_record", f"$.{column}"), r"^\s+|\s+$", "")
+    """A user id field of ``raw_record``, normalised as ingest normalises ids."""
+    return normalised(F.get_json_object("raw_record", f"$.{column}"))
 
 
 def pseudonym(key: bytes, user_id: str) -> str:
