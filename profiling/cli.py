@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from profiling.config import ProfilingConfig, load_config, parse_overrides, parse_snapshot_date
-from profiling.exceptions import ConfigError, ProfilingError
+from profiling.exceptions import ConfigError, ProfilingError, QueryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Batch user profiles from behaviour, preference and social logs on Spark.")
@@ -37,6 +38,8 @@ def _setup_logging() -> None:
     log.propagate = False
     for noisy in ("py4j", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pyspark logs every failed query as a JSON line; the CLI's one-line error already says it.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def _config(config: Path | None, workdir: Path | None, sets: list[str] | None, input_dir: Path | None = None):
@@ -48,9 +51,14 @@ def _config(config: Path | None, workdir: Path | None, sets: list[str] | None, i
     return load_config(config, overrides)
 
 
-def _session(cfg: ProfilingConfig):
+def _session(cfg: ProfilingConfig, create: bool = False):
+    """The Spark session of ``cfg``'s workdir; only the commands that write a catalog (``create``) may
+    start one in a folder that holds none: a mistyped ``--workdir`` is an error, not a new empty catalog."""
     from profiling.spark import build_spark_session
+    from profiling.workdir import require_catalog
 
+    if not create:
+        require_catalog(cfg)
     return build_spark_session(cfg)
 
 
@@ -74,8 +82,9 @@ def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: 
     from profiling.pipeline import run_ingest
 
     cfg = _config(config, workdir, set_, input_dir)
-    result = run_ingest(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
-    typer.echo(json.dumps({s: vars(c) for s, c in result.counts.items()}))
+    date = parse_snapshot_date(snapshot_date)
+    result = run_ingest(_session(cfg, create=True), cfg, date)
+    typer.echo(json.dumps(result.report.to_dict()))
 
 
 @app.command()
@@ -85,7 +94,8 @@ def sequences(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_dat
     from profiling.pipeline import run_sequences
 
     cfg = _config(config, workdir, set_)
-    result = run_sequences(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    date = parse_snapshot_date(snapshot_date)
+    result = run_sequences(_session(cfg), cfg, date)
     typer.echo(json.dumps({"users": result.users}))
 
 
@@ -96,7 +106,8 @@ def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
     from profiling.pipeline import run_train
 
     cfg = _config(config, workdir, set_)
-    result = run_train(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    date = parse_snapshot_date(snapshot_date)
+    result = run_train(_session(cfg), cfg, date)
     typer.echo(json.dumps({"model_version": result.model_version, "best_epoch": result.best_epoch + 1,
                            "epochs_run": result.epochs_run, "resumed_after_epoch": result.resumed_after_epoch,
                            "metrics": result.metrics}))
@@ -111,7 +122,8 @@ def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
     from profiling.pipeline import run_infer
 
     cfg = _config(config, workdir, set_)
-    result = run_infer(_session(cfg), cfg, parse_snapshot_date(snapshot_date), model_version)
+    date = parse_snapshot_date(snapshot_date)
+    result = run_infer(_session(cfg), cfg, date, model_version)
     typer.echo(json.dumps({"users": result.users, "model_version": result.model_version}))
 
 
@@ -126,15 +138,20 @@ def evaluate(
     from profiling.pipeline import run_evaluate
 
     cfg = _config(config, workdir, set_)
-    result = run_evaluate(_session(cfg), cfg, parse_snapshot_date(snapshot_date), model_version, ground_truth)
+    date = parse_snapshot_date(snapshot_date)
+    if ground_truth is not None and not ground_truth.is_file():
+        raise ConfigError(f"--ground-truth {ground_truth} does not exist")
+    result = run_evaluate(_session(cfg), cfg, date, model_version, ground_truth)
     if json_:
         typer.echo(json.dumps(result.to_dict()))
         return
     typer.echo(f"{result.dataset}: {result.users_evaluated} users evaluated (test targets, full ranking)")
-    keys = list(next(iter(result.models.values())))
+    keys = list(result.models["profiling"])
     typer.echo(f"{'model':<12}" + "".join(f"{k:>11}" for k in keys))
     for name, metrics in result.models.items():
-        typer.echo(f"{name:<12}" + "".join(f"{metrics[k]:>11.4f}" for k in keys))
+        figures = "".join(f"{metrics[k]:>11.4f}" for k in keys) if metrics else \
+            f"  not measured: {result.missing[name]}"
+        typer.echo(f"{name:<12}" + figures)
     if result.fidelity:
         typer.echo(f"fidelity: {result.fidelity}")
 
@@ -200,7 +217,8 @@ def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Dat
     from profiling.pipeline import run_pipeline
 
     cfg = _config(config, workdir, set_, input_dir)
-    result = run_pipeline(_session(cfg), cfg, parse_snapshot_date(snapshot_date))
+    date = parse_snapshot_date(snapshot_date)
+    result = run_pipeline(_session(cfg, create=True), cfg, date)
     typer.echo(json.dumps({"mlflow_run_id": result.run_id, "users": result.infer.users,
                            "model_version": result.infer.model_version}))
 
@@ -215,11 +233,11 @@ def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Da
     from profiling.pipeline import run_pipeline
 
     cfg = _config(config or DEMO_CONFIG, workdir, set_)
+    date = parse_snapshot_date(snapshot_date)
     data = cfg.workdir_path / "input"
     generate_logs(data, users=users)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"dir": str(data)})})
-    spark = _session(cfg)
-    date = parse_snapshot_date(snapshot_date)
+    spark = _session(cfg, create=True)
     result = run_pipeline(spark, cfg, date)
     print_summary(spark, cfg, date, result)
 
@@ -270,13 +288,19 @@ def sql(
     """Run Spark SQL against the profiling catalog."""
     if format_ not in ("json", "table"):
         raise ConfigError(f"--format {format_!r}: expected json or table")
+    from pyspark.errors import AnalysisException, ParseException
+
     cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
-    df = _session(cfg).sql(query)
-    if format_ == "json":
-        for row in df.toLocalIterator():
-            sys.stdout.write(json.dumps(row.asDict(recursive=True), default=str) + "\n")
-    else:
-        df.show(limit, truncate=80)
+    spark = _session(cfg)
+    try:
+        df = spark.sql(query)
+        if format_ == "json":
+            for row in df.toLocalIterator():
+                sys.stdout.write(json.dumps(row.asDict(recursive=True), default=str) + "\n")
+        else:
+            df.show(limit, truncate=80)
+    except (AnalysisException, ParseException) as exc:
+        raise QueryError(f"SQL: {str(exc).strip().splitlines()[0]}") from None
 
 
 @app.command("sql-server")
@@ -294,6 +318,8 @@ def sql_server(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Errors a user can fix: one line, exit code 2. Anything else: its stack trace, then one line
+    saying what the job was doing, exit code 1."""
     _setup_logging()
     try:
         app(args=argv, prog_name="profiling", standalone_mode=False)
@@ -307,6 +333,16 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as exc:  # usage errors: unknown option, extra argument, bad value
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of an unforeseen failure says where it was
+        from profiling.progress import interrupted_step
+
+        traceback.print_exc()
+        command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+        doing = interrupted_step()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(f"error: profiling {command} failed unexpectedly{f' while {doing}' if doing else ''}: "
+                   f"{type(exc).__name__}: {first}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

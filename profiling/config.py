@@ -49,7 +49,21 @@ class InputConfig(_Section):
     # Timestamps that only make sense as milliseconds: quarantine them ("reject") or divide by 1000.
     millisecond_timestamps: Literal["reject", "convert"] = "reject"
     # Events later than the end of the snapshot day plus this many hours are quarantined.
-    future_tolerance_hours: float = Field(24.0, ge=0)
+    future_tolerance_hours: float = Field(24.0, ge=0, le=87_600)
+    # A log whose quarantined share of rows passes this stops ingest (after writing the quarantine).
+    max_quarantined_share: float = Field(0.05, ge=0, le=1)
+    # The same ceiling per reason code (e.g. {duplicate_row: 0.01}); reasons not named have none of their own.
+    max_reason_share: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+
+    @field_validator("max_reason_share")
+    @classmethod
+    def _known_reasons(cls, value: dict[str, float]) -> dict[str, float]:
+        from profiling.quality import REASONS
+
+        unknown = sorted(set(value) - set(REASONS))
+        if unknown:
+            raise ValueError(f"unknown reason code(s) {', '.join(unknown)} (known: {', '.join(REASONS)})")
+        return value
 
 
 class SparkConfig(_Section):
@@ -65,6 +79,10 @@ class SparkConfig(_Section):
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         if isinstance(value, dict):
+            nested = sorted(str(k) for k, v in value.items() if isinstance(v, (dict, list)))
+            if nested:
+                raise ValueError(f"a Spark setting takes one value, not a mapping or a list: {', '.join(nested)} "
+                                 "(to set spark.x.y on the command line: --set spark.conf.spark.x.y=VALUE)")
             return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
         return value
 
@@ -119,6 +137,10 @@ class TrainConfig(_Section):
     interest_score_weights: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0], min_length=1)
     negatives: int = Field(20000, ge=0)
+    # Training refuses to fit (or register) a model on less than this: behaviour events in the
+    # sequences, and users with a validation target (3 or more behaviour events).
+    min_behaviour_events: int = Field(1000, ge=1)
+    min_users: int = Field(10, ge=1)
     shuffle_buffer: int = Field(4096, ge=1)
     loader_workers: int = Field(0, ge=0)
     seed: int = 42
@@ -193,15 +215,35 @@ class ProfilingConfig(_Section):
         return out
 
 
+def _map_settings(model: type[BaseModel] = None, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Paths of the settings that are free-form maps (``spark.conf``): their keys may hold dots."""
+    found: set[tuple[str, ...]] = set()
+    for name, info in (model or ProfilingConfig).model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            found |= _map_settings(kind, (*prefix, name))
+        elif getattr(kind, "__origin__", None) is dict:
+            found.add((*prefix, name))
+    return found
+
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """Turn ``["train.epochs=3", "input.dir=/data"]`` into a nested dict (values parsed as YAML)."""
+    """Turn ``["train.epochs=3", "input.dir=/data"]`` into a nested dict (values parsed as YAML).
+
+    Below a map setting the rest of the key is one key: ``spark.conf.spark.executor.memory=2g``
+    sets ``spark.executor.memory`` in ``spark.conf``.
+    """
     nested: dict[str, Any] = {}
+    maps = _map_settings()
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {pair!r}: expected KEY=VALUE, e.g. train.epochs=5")
         node = nested
         parts = key.strip().split(".")
+        cut = next((k for k in range(1, len(parts)) if tuple(parts[:k]) in maps), None)
+        if cut is not None:
+            parts = [*parts[:cut], ".".join(parts[cut:])]
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -259,6 +301,12 @@ def load_config(path: str | Path | Traversable | None = None, overrides: dict[st
         raise ConfigError("\n".join(problems)) from None
 
 
+# Snapshot dates a run accepts: unix time starts in 1970, and the day after the snapshot (the end of
+# its events, plus input.future_tolerance_hours) must still be a date Python and Spark can represent.
+EARLIEST_SNAPSHOT = dt.date(1970, 1, 1)
+LATEST_SNAPSHOT = dt.date(9999, 12, 1)
+
+
 def parse_snapshot_date(value: str | dt.date | None) -> dt.date:
     """``YYYY-MM-DD`` or None (today, UTC)."""
     if value is None:
@@ -266,6 +314,9 @@ def parse_snapshot_date(value: str | dt.date | None) -> dt.date:
     if isinstance(value, dt.date):
         return value
     try:
-        return dt.date.fromisoformat(value)
+        date = dt.date.fromisoformat(value)
     except ValueError:
         raise ConfigError(f"--snapshot-date {value!r}: expected YYYY-MM-DD") from None
+    if not EARLIEST_SNAPSHOT <= date <= LATEST_SNAPSHOT:
+        raise ConfigError(f"--snapshot-date {value}: expected a date from {EARLIEST_SNAPSHOT} to {LATEST_SNAPSHOT}")
+    return date

@@ -25,9 +25,12 @@ import torch
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from profiling import progress
 from profiling.config import ProfilingConfig
+from profiling.exceptions import NotEnoughData
 from profiling.metrics import finalize, ranking_sums, target_ranks
 from profiling.model.inputs import FEATURES, collate, target_window
+from profiling.sequences import MIN_BEHAVIOUR_EVENTS
 from profiling.tables import TableVersion, read_snapshot
 
 log = logging.getLogger(__name__)
@@ -40,12 +43,15 @@ ALS_PARAMS = {"rank": 64, "maxIter": 15, "regParam": 0.05, "alpha": 10.0, "seed"
 class EvaluationResult:
     dataset: str
     users_evaluated: int
-    models: dict[str, dict[str, float]]
+    models: dict[str, dict[str, float] | None]  # None: the baseline could not be fitted (see ``missing``)
     fidelity: dict[str, float] | None = None
     read: list[TableVersion] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # why a model has no figures
 
     def to_dict(self) -> dict:
         out = {"dataset": self.dataset, "users_evaluated": self.users_evaluated, "models": self.models}
+        if self.missing:
+            out["missing"] = self.missing
         if self.fidelity is not None:
             out["fidelity"] = self.fidelity
         return out
@@ -90,7 +96,7 @@ def _training_interactions(spark: SparkSession, config: ProfilingConfig, snapsho
         F.row_number().over(newest_first).alias("newest"),
         F.count("*").over(Window.partitionBy("user_id")).alias("n"),
     )
-    train = events.where((F.col("n") < 3) | (F.col("newest") > 1))
+    train = events.where((F.col("n") < MIN_BEHAVIOUR_EVENTS) | (F.col("newest") > 1))
     return train.join(item_index, "item_id").select("user_id", "idx"), version
 
 
@@ -186,19 +192,36 @@ def evaluate_profiles(
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     test = sequences.where(F.col("test_pos") >= 0).select("user_id", "length", "test_pos", *FEATURES) \
         .orderBy("user_id").toPandas()
+    if test.empty:
+        raise NotEnoughData(
+            f"nothing to evaluate in snapshot {snapshot_date}: no user of {seq_version.name} has the "
+            f"{MIN_BEHAVIOUR_EVENTS} behaviour events a test target needs (run the sequences stage for that "
+            "date, or check its behaviour log)")
     item_index = vocab.where(F.col("dimension") == "item").select(F.col("key").alias("item_id"), "idx")
     n_items = int(vocab.where(F.col("dimension") == "item").agg(F.max("idx")).first()[0]) + 1
     targets = torch.tensor([int(r["item"][int(r["test_pos"])]) for _, r in test.iterrows()], dtype=torch.long)
     train, behaviour_version = _training_interactions(spark, config, snapshot_date, item_index)
     train = train.cache()
-    models = {"profiling": evaluate_encoder(model, test)}
-    models["popularity"] = evaluate_popularity(train, n_items, targets)
-    models["als"] = evaluate_als(spark, train, list(test["user_id"]), n_items, targets)
+    models: dict[str, dict[str, float] | None] = {}
+    missing: dict[str, str] = {}
+    with progress.step(f"evaluate: ranking {len(test):,} test targets with the encoder"):
+        models["profiling"] = evaluate_encoder(model, test)
+    baselines = {"popularity": lambda: evaluate_popularity(train, n_items, targets),
+                 "als": lambda: evaluate_als(spark, train, list(test["user_id"]), n_items, targets)}
+    for name, fit in baselines.items():
+        with progress.step(f"evaluate: fitting and ranking the {name} baseline"):
+            try:
+                models[name] = fit()
+            except Exception as exc:  # noqa: BLE001 - a baseline that cannot be fitted is reported, not fatal
+                models[name] = None
+                missing[name] = f"could not be fitted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+                log.warning("evaluate: the %s baseline %s", name, missing[name])
     train.unpersist()
     runs, _ = read_snapshot(spark, config, "ingest_runs", snapshot_date)
     path = runs.where(F.col("source") == "behaviour").select("path").first()
     dataset = Path(path["path"]).parent.name if path and path["path"] else "unknown"
-    result = EvaluationResult(dataset, len(test), models, read=[seq_version, vocab_version, behaviour_version])
+    result = EvaluationResult(dataset, len(test), models, read=[seq_version, vocab_version, behaviour_version],
+                              missing=missing)
     if ground_truth is not None:
         weights, _ = read_snapshot(spark, config, "user_interest_weights", snapshot_date)
         weights = weights.where(F.col("dimension") == "category").select("user_id", "key", "weight").toPandas()
@@ -208,5 +231,5 @@ def evaluate_profiles(
         evidence = evidence.select("user_id", "interest", "interest_category", "category", "rank").toPandas()
         result.fidelity = {**interest_fidelity(weights, truth, categories), **evidence_fidelity(evidence, truth)}
     log.info("evaluated %d users of %s: %s", len(test), dataset,
-             {m: (v["recall@10"], v["ndcg@10"]) for m, v in models.items()})
+             {m: (v["recall@10"], v["ndcg@10"]) for m, v in models.items() if v})
     return result

@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
+from profiling.exceptions import DataQualityError
 from profiling.explain import log_run_explanations
 from profiling.infer import InferResult, infer_profiles
 from profiling.ingest import IngestResult, ingest_logs
@@ -25,11 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def run_ingest(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> IngestResult:
+    """Ingest, with the data-quality report in the stage's MLflow run also when a gate stops it."""
     with tracking.stage_run(config, "ingest", snapshot_date) as run_id:
-        result = ingest_logs(spark, config, snapshot_date, run_id)
+        try:
+            result = ingest_logs(spark, config, snapshot_date, run_id)
+        except DataQualityError as stopped:
+            if stopped.result is not None:
+                tracking.record_tables(written=stopped.result.written)
+                tracking.log_quality_report(stopped.result.report)
+            raise
         tracking.record_tables(written=result.written)
-        tracking.log_metrics({f"{source}_{kind}": getattr(c, kind) for source, c in result.counts.items()
-                              for kind in ("read", "accepted", "quarantined")})
+        tracking.log_quality_report(result.report)
     return result
 
 
@@ -83,7 +90,7 @@ def run_evaluate(
         tracking.mlflow.set_tags({"dataset": result.dataset, "model_version": version})
         tracking.log_metrics({"users_evaluated": result.users_evaluated})
         for model, metrics in result.models.items():
-            tracking.log_metrics({f"test_{model}_{k}": v for k, v in metrics.items()})
+            tracking.log_metrics({f"test_{model}_{k}": v for k, v in (metrics or {}).items()})
         if result.fidelity:
             tracking.log_metrics({f"fidelity_{k}": v for k, v in result.fidelity.items()})
     return result

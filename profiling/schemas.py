@@ -71,6 +71,11 @@ class Column:
     nullable: bool
     comment: str
 
+    def sql(self, not_null: bool) -> str:
+        """The column as DDL (``ADD COLUMNS`` admits no NOT NULL: columns added later are nullable)."""
+        kind = self.type.upper() if "<" not in self.type else self.type
+        return f"`{self.name}` {kind}{' NOT NULL' if not_null else ''} COMMENT {_quote(self.comment)}"
+
 
 @dataclass(frozen=True)
 class TableContract:
@@ -88,11 +93,7 @@ class TableContract:
         return T.StructType([T.StructField(c.name, spark_type(c.type), c.nullable) for c in self.columns])
 
     def create_sql(self, qualified_name: str) -> str:
-        cols = ",\n  ".join(
-            f"`{c.name}` {c.type.upper() if '<' not in c.type else c.type}"
-            f"{'' if c.nullable else ' NOT NULL'} COMMENT {_quote(c.comment)}"
-            for c in self.columns
-        )
+        cols = ",\n  ".join(c.sql(not_null=not c.nullable) for c in self.columns)
         parts = f"\nPARTITIONED BY ({', '.join(self.partitioned_by)})" if self.partitioned_by else ""
         return (
             f"CREATE TABLE IF NOT EXISTS {qualified_name} (\n  {cols}\n) USING DELTA{parts}\n"

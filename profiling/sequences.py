@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
+from profiling.ingest import complete_ingest_id
 from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS
 from profiling.tables import TableVersion, read_snapshot, write_snapshot
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 PAD, UNKNOWN = 0, 1
 SOURCES = ("social", "preference", "behaviour")  # order = tie-break rank at equal ts
 DIMENSIONS = ("item", "category", "event_type", "source", "attribute")
+# A user is evaluated (test target: the last behaviour event, validation: the one before) only with
+# at least this many behaviour events, so that one is left to learn from.
+MIN_BEHAVIOUR_EVENTS = 3
 
 
 @dataclass
@@ -206,8 +210,8 @@ def assemble_sequences(indexed: DataFrame, users: DataFrame, max_len: int, behav
         *[F.col(f) for f in ["user_id", *fields]],
         F.size("item").alias("length"),
         F.size("bpos").alias("n_behaviour"),
-        F.when(F.size("bpos") >= 3, F.element_at("bpos", -2)).otherwise(-1).alias("valid_pos"),
-        F.when(F.size("bpos") >= 3, F.element_at("bpos", -1)).otherwise(-1).alias("test_pos"),
+        F.when(F.size("bpos") >= MIN_BEHAVIOUR_EVENTS, F.element_at("bpos", -2)).otherwise(-1).alias("valid_pos"),
+        F.when(F.size("bpos") >= MIN_BEHAVIOUR_EVENTS, F.element_at("bpos", -1)).otherwise(-1).alias("test_pos"),
     )
     empty_int = F.array().cast("array<int>")
     return users.join(seq, "user_id", "left").select(
@@ -221,7 +225,8 @@ def assemble_sequences(indexed: DataFrame, users: DataFrame, max_len: int, behav
 def build_user_sequences(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
 ) -> SequencesResult:
-    """Write ``vocabularies`` and ``user_sequences`` for ``snapshot_date``."""
+    """Write ``vocabularies`` and ``user_sequences`` for ``snapshot_date`` (from a whole ingest run only)."""
+    complete_ingest_id(spark, config, snapshot_date)
     events, users, read = _events(spark, config, snapshot_date)
     events = events.persist()
     vocab = build_vocabularies(events).persist()

@@ -26,9 +26,16 @@ def catalog_conf(config: ProfilingConfig) -> dict[str, str]:
         "spark.sql.warehouse.dir": str(workdir / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL":
             f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={workdir}",
+        "spark.driver.extraJavaOptions": java_option("derby.system.home", str(workdir)),
         "spark.sql.session.timeZone": "UTC",
     }
+
+
+def java_option(name: str, value: str) -> str:
+    """``-Dname=value`` quoted for Spark's launcher, which splits Java options at spaces and reads
+    quotes and backslashes (a workdir named ``my work`` or ``it's`` must stay one option)."""
+    escaped = f"-D{name}={value}".replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def delta_package() -> str:
@@ -72,6 +79,9 @@ def build_spark_session(config: ProfilingConfig) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", str(config.spark.show_progress).lower())
         .config("spark.databricks.delta.snapshotPartitions", "2")
+        # Parquet TIMESTAMP(NANOS) (pandas' default) is read as a long of nanoseconds, which ingest
+        # converts to seconds, instead of failing the read.
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", "2")
         .enableHiveSupport()
     )

@@ -34,13 +34,19 @@ def qualified(config: ProfilingConfig, name: str) -> str:
 
 
 def ensure_table(spark: SparkSession, config: ProfilingConfig, name: str) -> str:
-    """Create the database and the table (with its comments) if they do not exist yet."""
+    """Create the database and the table (with its comments) if they do not exist yet, and add the
+    columns its contract has gained since."""
     spark.sql(
         f"CREATE DATABASE IF NOT EXISTS {config.catalog.database} "
         "COMMENT 'User profiles built by profiling: logs, sequences, embeddings, interest weights'"
     )
     full = qualified(config, name)
-    spark.sql(table(name).create_sql(full))
+    contract = table(name)
+    spark.sql(contract.create_sql(full))
+    existing = set(spark.table(full).columns)
+    added = [c for c in contract.columns if c.name not in existing]
+    if added:  # a contract that gained columns since the table was created
+        spark.sql(f"ALTER TABLE {full} ADD COLUMNS ({', '.join(c.sql(not_null=False) for c in added)})")
     return full
 
 

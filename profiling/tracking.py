@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 
@@ -35,13 +37,49 @@ def configure(config: ProfilingConfig) -> None:
     mlflow.set_experiment(config.mlflow.experiment)
 
 
+def _process_tags() -> dict[str, str]:
+    return {"profiling.host": socket.gethostname(), "profiling.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def close_dead_runs(config: ProfilingConfig) -> list[str]:
+    """Mark KILLED the runs still RUNNING whose process on this host is gone (killed, out of memory):
+    MLflow would show them running for ever. Returns their ids."""
+    experiment = mlflow.get_experiment_by_name(config.mlflow.experiment)
+    if experiment is None:
+        return []
+    client = MlflowClient()
+    here = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        pid = tags.get("profiling.pid", "")
+        if tags.get("profiling.host") == here and pid.isdigit() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "profiling.closed_because", f"process {pid} was gone at the next start")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+    if closed:
+        log.warning("marked %d MLflow run(s) KILLED whose process died: %s", len(closed), ", ".join(closed))
+    return closed
+
+
 @contextlib.contextmanager
 def pipeline_run(config: ProfilingConfig, snapshot_date: dt.date, name: str = "pipeline") -> Iterator[str]:
     """The parent run of one pipeline run; yields its id."""
     configure(config)
+    close_dead_runs(config)
     with mlflow.start_run(run_name=f"{name} {snapshot_date}") as run:
         mlflow.log_params(config.flat())
-        mlflow.set_tags({"snapshot_date": str(snapshot_date), "stage": name})
+        mlflow.set_tags({"snapshot_date": str(snapshot_date), "stage": name, **_process_tags()})
         yield run.info.run_id
 
 
@@ -53,7 +91,7 @@ def stage_run(config: ProfilingConfig, stage: str, snapshot_date: dt.date) -> It
             yield run_id
         return
     with mlflow.start_run(run_name=stage, nested=True) as run:
-        mlflow.set_tags({"snapshot_date": str(snapshot_date), "stage": stage})
+        mlflow.set_tags({"snapshot_date": str(snapshot_date), "stage": stage, **_process_tags()})
         yield run.info.run_id
 
 
@@ -105,6 +143,12 @@ def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> 
     return version
 
 
+def log_quality_report(report) -> None:
+    """An ingest run's data-quality report: its counts as metrics, the whole of it as ``data_quality.json``."""
+    log_metrics(report.metrics())
+    mlflow.log_dict(report.to_dict(), "data_quality.json")
+
+
 def log_figure(fig, artifact_file: str) -> str:
     """A matplotlib figure as a PNG artifact of the active run; returns its artifact path."""
     mlflow.log_figure(fig, artifact_file)
@@ -122,7 +166,12 @@ def load_encoder(config: ProfilingConfig, version: str):
     import mlflow.pytorch
 
     configure(config)
-    return mlflow.pytorch.load_model(f"models:/{config.mlflow.registered_model}/{version}", map_location="cpu")
+    uri = f"models:/{config.mlflow.registered_model}/{version}"
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except mlflow.exceptions.MlflowException as exc:
+        raise MissingStageOutput(f"cannot load model {uri} from {config.tracking_uri}: "
+                                 f"{(str(exc).splitlines() or [''])[0]}") from None
 
 
 def current_model_version(config: ProfilingConfig) -> str:

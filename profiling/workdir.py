@@ -15,7 +15,7 @@ import os
 import sys
 
 from profiling.config import ProfilingConfig
-from profiling.exceptions import WorkdirBusy
+from profiling.exceptions import MissingStageOutput, WorkdirBusy
 
 _held: dict[str, int] = {}
 
@@ -48,3 +48,11 @@ def lock_workdir(config: ProfilingConfig) -> int | None:
     os.write(fd, f"pid {os.getpid()} ({command}) since {since}".encode())
     _held[path] = fd
     return fd
+
+
+def require_catalog(config: ProfilingConfig) -> None:
+    """Stop with one line when the workdir holds no embedded catalog yet (a mistyped ``--workdir``)."""
+    if uses_embedded_catalog(config) and not (config.workdir_path / "metastore_db").is_dir():
+        raise MissingStageOutput(
+            f"workdir {config.workdir_path} holds no profiling catalog (no metastore_db): check --workdir, "
+            "or run `profiling ingest` or `profiling run` there first")

@@ -23,3 +23,25 @@ def profiling(*args: str, env: dict[str, str] | None = None, timeout: int = 900)
 def sql_rows(query: str, *where: str) -> list[dict]:
     """Rows of ``profiling sql --format json``; ``where`` picks the catalog (--workdir W or --config C)."""
     return [json.loads(line) for line in profiling("sql", *where, "--format", "json", query).splitlines()]
+
+
+def run_main(capsys, *args: str) -> tuple[int, list[str]]:
+    """``profiling ARGS`` in this process (the shared session's JVM): its exit code and stderr lines.
+
+    The CLI points the ``profiling`` logger at the stderr of the moment (capsys's); it is put back
+    afterwards, so later tests do not log into a closed capture.
+    """
+    import logging
+
+    import pytest
+
+    from profiling.cli import main
+
+    logger = logging.getLogger("profiling")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    return exit_.value.code, capsys.readouterr().err.strip().splitlines()

@@ -60,6 +60,20 @@ def _plant_telling_users(folder: Path) -> tuple[str, str]:
     return buyer_category, friends_category
 
 
+UNLISTED_TYPES = ("tag", "watch_later")  # event types no shipped list names: real logs have such types
+
+
+def _plant_unlisted_event_types(folder: Path) -> list[str]:
+    """A few users also tag items and save them for later; returns those users."""
+    behaviour = pd.read_csv(folder / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    users = sorted(set(behaviour["user_id"]))[10:16]
+    own = behaviour[behaviour["user_id"].isin(users) & (behaviour["ts"] != "")].groupby("user_id").tail(4)
+    extra = [{**row, "event_type": UNLISTED_TYPES[i % 2], "ts": str(int(row["ts"]) + 1), "value": ""}
+             for i, row in enumerate(own.to_dict("records"))]
+    pd.concat([behaviour, pd.DataFrame(extra)]).to_csv(folder / "behaviour.csv.gz", index=False, compression="gzip")
+    return users
+
+
 def _plant_bad_rows(folder: Path) -> None:
     for source in ("behaviour", "preference", "social"):
         path = folder / f"{source}.csv.gz"
@@ -75,6 +89,7 @@ def input_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("input")
     generate_logs(folder, users=USERS, seed=11, events_per_user=(8, 40))
     (folder / "planted.txt").write_text(",".join(_plant_telling_users(folder)))
+    (folder / "taggers.txt").write_text(",".join(_plant_unlisted_event_types(folder)))
     _plant_bad_rows(folder)
     return folder
 

@@ -82,8 +82,18 @@ def planted_cases(snapshot: dt.date) -> list[Case]:
         Case("s_duplicate", "social", {**s, "other_user_id": "u3"}, "duplicate_row"),
         # A user seen in no other log: a valid edge (real social logs have them).
         Case("s_stranger", "social", {**s, "other_user_id": "stranger"}, None),
+        # A record with one field more than the header (written as a raw line, see MALFORMED_LINES).
+        Case("b_malformed", "behaviour", {}, "malformed_row"),
+        Case("p_malformed", "preference", {}, "malformed_row"),
     ]
     return cases
+
+
+# Records no CSV writer would produce, appended as they are; the field after the contract's is ``case``.
+MALFORMED_LINES = {
+    "behaviour": f"u1,i1,view,{BASE_TS},c1,,b_malformed,one field too many\n",
+    "preference": f"u1,genre,jazz,1,{BASE_TS},p_malformed,x,y\n",
+}
 
 
 def _good_rows(source: str) -> list[dict[str, str]]:
@@ -98,13 +108,15 @@ def _good_rows(source: str) -> list[dict[str, str]]:
             for i, u in enumerate(USERS)]
 
 
-def write_csv(path: Path, header: list[str], rows: list[dict[str, str]], delimiter: str = ",") -> None:
-    """CSV with a header; lone surrogates become the raw bytes they stand for (invalid UTF-8)."""
+def write_csv(path: Path, header: list[str], rows: list[dict[str, str]], delimiter: str = ",",
+              raw_lines: str = "") -> None:
+    """CSV with a header, then ``raw_lines`` as they are; lone surrogates become the raw bytes they
+    stand for (invalid UTF-8)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=header, delimiter=delimiter, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    data = text.getvalue().encode("utf-8", errors="surrogateescape")
+    data = (text.getvalue() + raw_lines).encode("utf-8", errors="surrogateescape")
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
@@ -114,8 +126,8 @@ def write_planted_logs(folder: Path, snapshot: dt.date) -> list[Case]:
     cases = planted_cases(snapshot)
     for source, columns in COLUMNS.items():
         rows = [{**r, "case": "good"} for r in _good_rows(source)]
-        rows += [{**c.row, "case": c.name} for c in cases if c.source == source]
-        write_csv(folder / f"{source}.csv", [*columns, "case"], rows)
+        rows += [{**c.row, "case": c.name} for c in cases if c.source == source and c.row]
+        write_csv(folder / f"{source}.csv", [*columns, "case"], rows, raw_lines=MALFORMED_LINES.get(source, ""))
     return cases
 
 
@@ -149,11 +161,22 @@ def _semicolons(folder: Path) -> None:
     write_csv(folder / "preference.csv.gz", COLUMNS["preference"], _good_rows("preference"), delimiter=";")
 
 
+def _plain_text_named_gz(folder: Path) -> None:
+    write_csv(folder / "behaviour.csv", COLUMNS["behaviour"], _good_rows("behaviour"))
+    (folder / "behaviour.csv").rename(folder / "behaviour.csv.gz")
+
+
+def _gzip_named_csv(folder: Path) -> None:
+    (folder / "social.csv.gz").rename(folder / "social.csv")
+
+
 BROKEN_FILES = {
     "missing_column": (_missing_column, "behaviour.csv.gz", ["lacks required column(s) ts"]),
     "empty_file": (_empty_file, "social.csv", ["empty file"]),
     "truncated_gzip": (_truncated_gzip, "behaviour.csv.gz", ["truncated or corrupt"]),
     "other_delimiter": (_semicolons, "preference.csv.gz", ["delimited by ';'"]),
+    "plain_text_named_gz": (_plain_text_named_gz, "behaviour.csv.gz", ["named .gz but is not gzip-compressed"]),
+    "gzip_named_csv": (_gzip_named_csv, "social.csv", ["gzip-compressed", "does not end in .gz"]),
 }
 
 

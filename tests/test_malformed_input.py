@@ -20,8 +20,10 @@ DATABASE = "malformed"
 
 
 def _config(config, folder: Path, **input_settings):
+    """The corpus is mostly bad rows: its gates are opened (tests/test_quality_gates.py tests them)."""
     return config.model_copy(update={
-        "input": config.input.model_copy(update={"dir": str(folder), **input_settings}),
+        "input": config.input.model_copy(update={"dir": str(folder), "max_quarantined_share": 1.0,
+                                                 **input_settings}),
         "catalog": config.catalog.model_copy(update={"database": DATABASE}),
     })
 
@@ -32,7 +34,7 @@ def planted(spark, config, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("malformed")
     cases = write_planted_logs(folder, SNAPSHOT)
-    cfg = _config(config, folder)
+    cfg = _config(config, folder, event_types=["view", "buy"])  # an allow-list, to test unknown_event_type
     result = ingest_logs(spark, cfg, SNAPSHOT)
     quarantine = {
         json.loads(r["raw_record"])["case"]: (r["source"], r["reason_code"], r["message"])

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import functions as F
 
-from conftest import BAD_ROWS, SNAPSHOT
+from conftest import BAD_ROWS, SNAPSHOT, UNLISTED_TYPES
 
 STAGES = {"ingest", "sequences", "train", "infer"}
 
@@ -45,6 +45,39 @@ def test_ingest_accounts_for_every_row_and_quarantines_bad_ones_with_reasons(pip
     accepted = _snapshot(spark, config, "behaviour_events")
     assert accepted.count() == pipeline.ingest.counts["behaviour"].accepted
     assert accepted.where(F.col("ts").isNull() | F.isnan("value")).count() == 0
+
+
+def test_events_of_types_no_list_names_are_accepted_and_weighted_with_the_defaults(pipeline, spark, config,
+                                                                                   input_dir):
+    assert config.input.event_types is None  # the shipped default
+    taggers = set((input_dir / "taggers.txt").read_text().split(","))
+    tagged = _snapshot(spark, config, "behaviour_events").where(F.col("event_type").isin(*UNLISTED_TYPES)).toPandas()
+    assert set(tagged["user_id"]) == taggers and set(tagged["event_type"]) == set(UNLISTED_TYPES)
+    vocabulary = {r["key"] for r in _snapshot(spark, config, "vocabularies")
+                  .where(F.col("dimension") == "event_type").collect()}
+    assert set(UNLISTED_TYPES) <= vocabulary
+    weights = _snapshot(spark, config, "user_interest_weights").where(
+        (F.col("dimension") == "event_type") & F.col("key").isin(*UNLISTED_TYPES)).toPandas()
+    assert set(weights["user_id"]) == taggers and (weights["weight"] > 0).all()
+
+
+def test_the_ingest_run_logs_its_data_quality_report(pipeline, config, tmp_path):
+    import json
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = MlflowClient(config.tracking_uri)
+    [ingest] = mlflow.search_runs(
+        experiment_names=[config.mlflow.experiment], output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{pipeline.run_id}' AND tags.stage = 'ingest'")
+    report = json.loads((tmp_path / client.download_artifacts(ingest.info.run_id, "data_quality.json", str(tmp_path))
+                         ).read_text())
+    assert report == pipeline.ingest.report.to_dict() and report["decision"] == "passed"
+    behaviour = report["logs"]["behaviour"]
+    assert behaviour["reasons"]["bad_timestamp"] == 1
+    assert behaviour["top_values"]["bad_timestamp"] == [{"value": "yesterday", "rows": 1}]
+    assert behaviour["top_values"]["missing_value"] == [{"value": "user_id", "rows": 1}]  # a column, never an id
+    assert ingest.data.metrics["behaviour_quarantined_bad_timestamp"] == 1
+    assert 0 < report["users_without_behaviour"] < report["users"]
 
 
 def test_every_user_of_any_log_gets_a_profile(pipeline, spark, config, input_dir):

@@ -65,7 +65,7 @@ def skewed(tmp_path_factory):
 
 def test_every_event_is_read_and_accepted(skewed):
     _, counts, _, normal = skewed
-    behaviour = counts["behaviour"]
+    behaviour = counts["logs"]["behaviour"]
     assert behaviour["read"] == HEAVY_EVENTS + normal
     assert behaviour["read"] == behaviour["accepted"] + behaviour["quarantined"]
     assert behaviour["quarantined"] == 0

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 from pyspark.ml.torch.distributor import TorchDistributor
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from profiling import tracking
 from profiling.config import ProfilingConfig, TrainConfig
-from profiling.exceptions import ConfigError, MissingStageOutput, TrainingFailed
+from profiling.exceptions import ConfigError, MissingStageOutput, NotEnoughData, TrainingFailed
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import FEATURES, GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
 from profiling.tables import TableVersion, read_snapshot
@@ -62,6 +62,18 @@ def vocabulary_sizes(
     return sizes, sources, version
 
 
+def check_enough_data(sequences: DataFrame, train: TrainConfig, snapshot_date: dt.date) -> None:
+    """Refuse, in one line, to fit and register a model on less data than the configured floors."""
+    row = sequences.agg(F.coalesce(F.sum("n_behaviour"), F.lit(0)).alias("events"),
+                        F.count(F.when(F.col("valid_pos") >= 0, 1)).alias("users")).first()
+    if row["events"] < train.min_behaviour_events or row["users"] < train.min_users:
+        raise NotEnoughData(
+            f"train: the sequences of {snapshot_date} hold {row['events']:,} behaviour events (floor "
+            f"train.min_behaviour_events: {train.min_behaviour_events:,}) and {row['users']:,} users with a "
+            f"validation target (floor train.min_users: {train.min_users:,}); no model is fitted or registered: "
+            "check the behaviour log's quarantine (profiling.quarantine) or lower the floors")
+
+
 def distributor_args(train: TrainConfig, cuda_devices: int | None = None) -> dict:
     """TorchDistributor's arguments, checked against the GPUs this driver sees in local mode.
 
@@ -87,6 +99,7 @@ def train_encoder(
     files = sorted(sequences.inputFiles())
     if not files:
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
+    check_enough_data(sequences, config.train, snapshot_date)
     sizes, sources, vocab_version = vocabulary_sizes(spark, config, snapshot_date)
     behaviour_idx = sources.get("behaviour", -1)
     spec = EncoderSpec(
