@@ -35,7 +35,7 @@ from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError, DataQualityError, IncompleteIngest, InputError, MissingStageOutput
 from profiling.ids import normalised
 from profiling.privacy import USER_COLUMNS, id_key, pseudonymise
-from profiling.quality import TOP_VALUES, LogQuality, QualityReport
+from profiling.quality import EVENT_TYPES_SHOWN, TOP_VALUES, LogQuality, QualityReport
 from profiling.schemas import InputColumn, InputContract, input_contracts
 from profiling.tables import TableVersion, qualified, read_snapshot, write_snapshot
 
@@ -454,6 +454,9 @@ def ingest_logs(
             if path is not None and report.logs[source].read == 0:
                 log.warning("%s: %s holds no rows", source, path)
     report.users, report.users_without_behaviour = _count_users(checked)
+    report.event_types = {r["event_type"]: r["count"] for r in checked["behaviour"].where(
+        F.col("reason_code").isNull()).groupBy("event_type").count()
+        .orderBy(F.desc("count"), "event_type").limit(EVENT_TYPES_SHOWN).collect()}
     report.apply_gates()
     for line in report.lines():
         log.info("ingest: %s", line)

@@ -37,6 +37,7 @@ _FIXES = {
     "malformed_row": "check the file's quoting and delimiter",
 }
 TOP_VALUES = 5
+EVENT_TYPES_SHOWN = 20
 
 
 @dataclass
@@ -109,6 +110,9 @@ class QualityReport:
     logs: dict[str, LogQuality] = field(default_factory=dict)
     users: int = 0
     users_without_behaviour: int = 0
+    # Accepted behaviour rows per event type (the most common EVENT_TYPES_SHOWN): a type new to the
+    # platform's logs shows up here, since no list rejects it by default.
+    event_types: dict[str, int] = field(default_factory=dict)
 
     @property
     def stopped(self) -> list[LogQuality]:
@@ -125,6 +129,7 @@ class QualityReport:
             "gates": {"max_quarantined_share": self.max_quarantined_share,
                       "max_reason_share": self.max_reason_share},
             "logs": {s: log.to_dict() for s, log in self.logs.items()},
+            "event_types": self.event_types,
             "users": self.users, "users_without_behaviour": self.users_without_behaviour,
             "users_without_behaviour_share": round(self.users_without_behaviour / self.users, 6) if self.users else 0.0,
         }
@@ -146,6 +151,8 @@ class QualityReport:
                                                                               key=lambda kv: -kv[1]))
             out.append(f"{source}: read {log.read:,} = accepted {log.accepted:,} + quarantined {log.quarantined:,}"
                        + (f" ({why})" if why else "") + (" STOPPED" if log.stopped_by else ""))
+        if self.event_types:
+            out.append("behaviour event types: " + ", ".join(f"{t} {n:,}" for t, n in self.event_types.items()))
         share = self.users_without_behaviour / self.users if self.users else 0.0
         out.append(f"users: {self.users:,}, {_percent(share)} without behaviour")
         return out

@@ -31,7 +31,8 @@ def test_evidence_holds_the_top_events_of_each_interest_as_the_sequences_have_th
                                                                                   input_dir):
     evidence = _snapshot(spark, config, "user_interest_evidence").toPandas()
     sequences = _snapshot(spark, config, "user_sequences").select("user_id", "length", "item", "ts").toPandas()
-    items = _snapshot(spark, config, "vocabularies").where(F.col("dimension") == "item").toPandas()
+    items = _snapshot(spark, config, "vocabularies").where(  # item keys; "<pad>" and "<none>" name no item
+        (F.col("dimension") == "item") & (F.col("count") > 0)).toPandas()
     item_key = dict(zip(items["idx"], items["key"]))
     profiled = sequences[sequences["length"] > 0]["user_id"]
     assert set(evidence["user_id"]) == set(profiled)  # every user with events, no one else

@@ -35,7 +35,7 @@ def test_two_runs_at_once_on_one_workdir_one_waits_its_turn_with_a_clear_message
     assert "XSDB6" not in second.stderr and "Traceback" not in second.stderr
     # The first run's tables are whole: one commit each, and the counts it reported.
     counts = json.loads(out.strip().splitlines()[-1])
-    assert sql_rows("SELECT count(*) AS n FROM profiling.behaviour_events", "--workdir", str(work)) == [{"n": counts["behaviour"]["accepted"]}]
+    assert sql_rows("SELECT count(*) AS n FROM profiling.behaviour_events", "--workdir", str(work)) == [{"n": counts["logs"]["behaviour"]["accepted"]}]
     history = sql_rows("DESCRIBE HISTORY profiling.behaviour_events", "--workdir", str(work))
     assert [h["operation"] for h in sorted(history, key=lambda h: h["version"])] == ["CREATE TABLE", "WRITE"]
 

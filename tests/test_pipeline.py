@@ -78,6 +78,7 @@ def test_the_ingest_run_logs_its_data_quality_report(pipeline, config, tmp_path)
     assert behaviour["top_values"]["missing_value"] == [{"value": "user_id", "rows": 1}]  # a column, never an id
     assert ingest.data.metrics["behaviour_quarantined_bad_timestamp"] == 1
     assert 0 < report["users_without_behaviour"] < report["users"]
+    assert set(UNLISTED_TYPES) <= set(report["event_types"])  # a type new to the logs is counted
 
 
 def test_every_user_of_any_log_gets_a_profile(pipeline, spark, config, input_dir):
