@@ -21,6 +21,8 @@ from profiling.exceptions import ConfigError, ProfilingError, QueryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Batch user profiles from behaviour, preference and social logs on Spark.")
+config_app = typer.Typer(no_args_is_help=True, help="The settings: their defaults, and the values a command would use.")
+app.add_typer(config_app, name="config")
 log = logging.getLogger("profiling")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default conf/default.yaml)")]
@@ -315,6 +317,15 @@ def sql_server(
     cfg = _config(config, workdir, set_)
     typer.echo(f"serving {cfg.workdir_path} at {jdbc_url(cfg, port, host)} (stop with Ctrl-C)", err=True)
     serve(cfg, port, host)
+
+
+@config_app.command("defaults")
+def config_defaults() -> None:
+    """Print every setting with its default and description, as conf/default.yaml holds them (generated:
+    `profiling config defaults > conf/default.yaml` after changing a setting in profiling/config.py)."""
+    from profiling.config import defaults_yaml
+
+    typer.echo(defaults_yaml(), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from profiling.config import DEFAULT_CONFIG, DEMO_CONFIG, load_config, parse_overrides
+from pydantic import BaseModel
+
+from profiling.config import DEFAULT_CONFIG, DEMO_CONFIG, ProfilingConfig, defaults_yaml, load_config, parse_overrides
 from profiling.exceptions import ConfigError
 
 
@@ -13,6 +15,25 @@ def test_the_shipped_default_config_is_valid():
     assert config.catalog.database == "profiling"
     assert config.train.local_mode is True
     assert config.tracking_uri.startswith("sqlite:///") and config.tracking_uri.endswith("mlflow.db")
+
+
+def test_the_shipped_default_config_is_generated_from_the_settings_and_holds_their_defaults():
+    assert DEFAULT_CONFIG.read_text() == defaults_yaml(), \
+        "conf/default.yaml is stale: run `profiling config defaults > conf/default.yaml`"
+    assert load_config() == ProfilingConfig()
+
+
+def test_every_setting_says_what_it_is_for():
+    def undescribed(model: type[BaseModel], prefix: str = "") -> list[str]:
+        missing = []
+        for name, info in model.model_fields.items():
+            if not (info.description or "").strip():
+                missing.append(prefix + name)
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                missing += undescribed(info.annotation, f"{prefix}{name}.")
+        return missing
+
+    assert undescribed(ProfilingConfig) == []
 
 
 def test_a_config_can_extend_a_base_file_and_the_demo_config_does(tmp_path):
