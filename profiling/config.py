@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -264,19 +266,20 @@ class ProfilingConfig(_Section):
 
     def flat(self) -> dict[str, str]:
         """The config as dotted keys, for MLflow params; secret-looking values and URL passwords masked."""
-        out: dict[str, str] = {}
+        return {key: "***" if _SECRET_NAME.search(key) else _URL_USERINFO.sub("***@", str(value))
+                for key, value in _dotted(self.model_dump()).items()}
 
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and value:
-                for key, inner in value.items():
-                    walk(f"{prefix}.{key}" if prefix else key, inner)
-            elif _SECRET_NAME.search(prefix):
-                out[prefix] = "***"
-            else:
-                out[prefix] = _URL_USERINFO.sub("***@", str(value))
 
-        walk("", self.model_dump())
-        return out
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys; the entries of a non-empty map (``spark.conf``) are keys of their own."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, dotted))
+        else:
+            out[dotted] = value
+    return out
 
 
 DEFAULTS_HEADER = """\
@@ -371,8 +374,21 @@ def _canonical(path: Path | Traversable) -> Path | Traversable:
     return path.resolve() if isinstance(path, Path) else path
 
 
-def _read_yaml(source: Path | Traversable, seen: tuple[Path | Traversable, ...] = ()) -> dict[str, Any]:
-    """A config file as a dict; ``base: other.yaml`` (relative to the file) is read first and overlaid."""
+@dataclass(frozen=True)
+class Layer:
+    """Settings from one origin, nested as in a config file; a later layer wins key by key.
+
+    A config resolves from the models' defaults, then its files (``file <path>``, the ``base:`` chain
+    first), then the command line (``--set``, ``--workdir``, ``--input``). A new origin, such as the
+    environment, is one more layer in that list.
+    """
+
+    origin: str
+    values: dict[str, Any]
+
+
+def _file_layers(source: Path | Traversable, seen: tuple[Path | Traversable, ...] = ()) -> list[Layer]:
+    """A config file and the files it extends, base first: ``base: other.yaml`` is relative to the file."""
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
     try:
@@ -382,20 +398,42 @@ def _read_yaml(source: Path | Traversable, seen: tuple[Path | Traversable, ...] 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     base = data.pop("base", None)
+    layer = Layer(f"file {_canonical(source)}", data)
     if base is None:
-        return data
+        return [layer]
     base_path = _canonical(source.parent / str(base))
     if base_path in seen:
         raise ConfigError(f"{source}: base: {base} includes itself")
-    return _merge(_read_yaml(base_path, (*seen, _canonical(source))), data)
+    return [*_file_layers(base_path, (*seen, _canonical(source))), layer]
 
 
-def load_config(path: str | Path | Traversable | None = None, overrides: dict[str, Any] | None = None) -> ProfilingConfig:
-    """Read a YAML config (default: ``conf/default.yaml``), apply overrides, validate once."""
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A validated config and the layers it was resolved from, weakest first."""
+
+    config: ProfilingConfig
+    layers: tuple[Layer, ...]
+
+    def origins(self) -> dict[str, str]:
+        """Where each key of ``config.flat()`` comes from: the last layer that set it, else ``default``."""
+        set_by: dict[str, str] = {}
+        for layer in self.layers:
+            set_by.update(dict.fromkeys(_dotted(layer.values), layer.origin))
+        return {key: set_by.get(key, "default") for key in self.config.flat()}
+
+
+def resolve_config(
+    path: str | Path | Traversable | None = None, overrides: Sequence[Layer] = ()
+) -> ResolvedConfig:
+    """Read a YAML config (default: ``conf/default.yaml``) and its base files, overlay ``overrides``,
+    validate once. Errors name the key and the config file."""
     source = DEFAULT_CONFIG if path is None else path if isinstance(path, Traversable) else Path(path)
-    data = _merge(_read_yaml(source), overrides or {})
+    layers = (*_file_layers(source), *overrides)
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = _merge(data, layer.values)
     try:
-        return ProfilingConfig.model_validate(data)
+        return ResolvedConfig(ProfilingConfig.model_validate(data), layers)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -404,6 +442,14 @@ def load_config(path: str | Path | Traversable | None = None, overrides: dict[st
             reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{source}: {key}: {reason}{got}")
         raise ConfigError("\n".join(problems)) from None
+
+
+def load_config(
+    path: str | Path | Traversable | None = None, overrides: dict[str, Any] | None = None
+) -> ProfilingConfig:
+    """Read a YAML config (default: ``conf/default.yaml``), apply overrides (nested, as parse_overrides
+    gives them), validate once."""
+    return resolve_config(path, [Layer("--set", overrides)] if overrides else []).config
 
 
 # Snapshot dates a run accepts: unix time starts in 1970, and the day after the snapshot (the end of
