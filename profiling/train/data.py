@@ -11,7 +11,7 @@ that every rank still gets data.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -40,7 +40,7 @@ def local_path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
-def plan_shards(files: list[str], readers: int) -> list[Shard]:
+def plan_shards(files: Sequence[str], readers: int) -> list[Shard]:
     """Split the row groups of ``files`` over ``readers``, round robin."""
     groups = [(f, g) for f in sorted(files) for g in range(pq.ParquetFile(local_path(f)).num_row_groups)]
     if len(groups) >= readers:
@@ -68,7 +68,7 @@ class TrainingBatches(IterableDataset):
     sequences are not padded to the longest window of the data.
     """
 
-    def __init__(self, files: list[str], rank: int, world: int, behaviour_idx: int, window: int,
+    def __init__(self, files: Sequence[str], rank: int, world: int, behaviour_idx: int, window: int,
                  batch_size: int, buffer: int, seed: int):
         super().__init__()
         self.files, self.rank, self.world, self.window = files, rank, world, window
@@ -115,7 +115,7 @@ class TrainingBatches(IterableDataset):
             yield from self._batches(pool, rng)
 
 
-def rows_of_rank(files: list[str], rank: int, world: int) -> Iterator[dict]:
+def rows_of_rank(files: Sequence[str], rank: int, world: int) -> Iterator[dict]:
     """Every row of this rank's share (for validation), in storage order."""
     return read_rows(plan_shards(files, world)[rank])
 
