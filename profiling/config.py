@@ -1,9 +1,10 @@
 """Job configuration: YAML in ``conf/``, validated once, at the edge.
 
-Every stage receives a :class:`ProfilingConfig`; nothing below the CLI reads
-YAML or environment variables for settings. Unknown keys and wrong types are
-errors that name the key and the file, so a typo never silently falls back to
-a default.
+Every setting is declared once, here: a pydantic field with its default and a description.
+``conf/default.yaml`` is generated from these models (:func:`defaults_yaml`), so the two cannot
+disagree. Every stage receives a :class:`ProfilingConfig`; nothing below the CLI reads YAML or
+environment variables for settings. Unknown keys and wrong types are errors that name the key and the
+file, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-DEFAULTS_HEADER = """\
+_DEFAULTS_HEADER = """\
 # profiling's default configuration: local Spark, Delta tables and a Derby catalog under
 # <workdir>/warehouse, MLflow in sqlite:///<workdir>/mlflow.db. Relative paths are resolved against
 # the current directory. Any key can be overridden on the command line: --set train.epochs=5, and
@@ -305,7 +306,7 @@ def _flow_yaml(value: Any) -> str:
 def defaults_yaml() -> str:
     """``conf/default.yaml``: every setting with its default, in declaration order, its description as a
     comment above it. Generated, so the file and the models cannot disagree."""
-    lines = DEFAULTS_HEADER.splitlines()
+    lines = _DEFAULTS_HEADER.splitlines()
 
     def section(model: type[BaseModel], values: dict[str, Any], indent: str) -> None:
         for name, info in model.model_fields.items():
