@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from profiling.train.data import _local_path
+from profiling.train.data import local_path
 
 
 def _read(files: list[str], columns: list[str]) -> pa.Table:
-    return ds.dataset([_local_path(f) for f in files], format="parquet").to_table(columns=columns)
+    return ds.dataset([local_path(f) for f in files], format="parquet").to_table(columns=columns)
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:

@@ -40,6 +40,7 @@ from profiling import tracking
 from profiling.config import ProfilingConfig, load_config, parse_overrides
 from profiling.generate import generate_logs
 from profiling.tables import read_snapshot
+from profiling.train.data import local_path
 
 SNAPSHOT = dt.date(2026, 1, 1)
 STAGES = ("sequences", "reference", "train", "loader", "infer", "forward")
@@ -105,7 +106,7 @@ class Setup:
 def table_output(spark, config: ProfilingConfig, name: str) -> dict:
     df, _ = read_snapshot(spark, config, name, SNAPSHOT)
     files = df.inputFiles()
-    return {"rows": df.count(), "mb": round(sum(os.path.getsize(f.removeprefix("file:")) for f in files) / 2**20, 2)}
+    return {"rows": df.count(), "mb": round(sum(os.path.getsize(local_path(f)) for f in files) / 2**20, 2)}
 
 
 def _ingest(spark, config) -> dict:
@@ -185,11 +186,10 @@ def _forward(spark, config, version: str) -> dict:
     import torch
 
     from profiling.model.inputs import collate, profile_chunks
-    from profiling.train.data import _local_path
 
     model = tracking.load_encoder(config, version).eval()
     threads = spark.sparkContext.defaultParallelism
-    rows = ds.dataset([_local_path(f) for f in _sequence_files(spark, config)], format="parquet").to_table(
+    rows = ds.dataset([local_path(f) for f in _sequence_files(spark, config)], format="parquet").to_table(
         columns=["item", "category", "event_type", "source", "attribute", "gap_bucket", "value_bucket", "length"]
     ).to_pylist()
     previous = torch.get_num_threads()

@@ -27,7 +27,8 @@ from airflow.sdk import DAG, Param
 log = logging.getLogger(__name__)
 
 REPO = Path(os.environ.get("PROFILING_HOME", Path(__file__).resolve().parent.parent))
-# Must match the installed delta-spark and pyspark (profiling.spark.delta_package() prints it).
+# profiling.spark.delta_package() and DELTA_SQL_CONF, written out because this file runs in Airflow's
+# environment, which cannot import profiling; tests/test_dag_settings.py checks that they are equal.
 DELTA_PACKAGE = "io.delta:delta-spark_4.1_2.13:4.4.0"
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

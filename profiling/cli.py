@@ -1,4 +1,4 @@
-"""The ``profiling`` command: one subcommand per stage, plus run, demo, generate and sql.
+"""The ``profiling`` command: one subcommand per stage, plus run, demo, generate, sql and config.
 
 Parses arguments, loads and validates the config once, builds the session and
 calls the library. Errors a user can fix (config, input, missing stage output)
@@ -16,11 +16,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from profiling.config import ProfilingConfig, load_config, parse_overrides, parse_snapshot_date
+from profiling.config import (
+    Layer, ProfilingConfig, ResolvedConfig, parse_overrides, parse_snapshot_date, resolve_config,
+)
 from profiling.exceptions import ConfigError, ProfilingError, QueryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Batch user profiles from behaviour, preference and social logs on Spark.")
+config_app = typer.Typer(no_args_is_help=True, help="The settings: their defaults, and the values a command would use.")
+app.add_typer(config_app, name="config")
 log = logging.getLogger("profiling")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default conf/default.yaml)")]
@@ -42,13 +46,20 @@ def _setup_logging() -> None:
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
-def _config(config: Path | None, workdir: Path | None, sets: list[str] | None, input_dir: Path | None = None):
-    overrides = parse_overrides(sets)
+def _resolve(config: Path | None, workdir: Path | None, sets: list[str] | None,
+             input_dir: Path | None = None) -> ResolvedConfig:
+    """The config file with the command line on top: ``--set``, then ``--workdir`` and ``--input``, which win."""
+    layers = [Layer("--set", parse_overrides(sets))]
     if workdir is not None:
-        overrides["workdir"] = str(workdir)
+        layers.append(Layer("--workdir", {"workdir": str(workdir)}))
     if input_dir is not None:
-        overrides.setdefault("input", {})["dir"] = str(input_dir)
-    return load_config(config, overrides)
+        layers.append(Layer("--input", {"input": {"dir": str(input_dir)}}))
+    return resolve_config(config, layers)
+
+
+def _config(config: Path | None, workdir: Path | None, sets: list[str] | None,
+            input_dir: Path | None = None) -> ProfilingConfig:
+    return _resolve(config, workdir, sets, input_dir).config
 
 
 def _session(cfg: ProfilingConfig, create: bool = False):
@@ -315,6 +326,27 @@ def sql_server(
     cfg = _config(config, workdir, set_)
     typer.echo(f"serving {cfg.workdir_path} at {jdbc_url(cfg, port, host)} (stop with Ctrl-C)", err=True)
     serve(cfg, port, host)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None) -> None:
+    """Print the settings a command given these options would run with, each with its origin: default,
+    file PATH (following base:), --set or --workdir. Secret-looking values are masked. Starts no Spark."""
+    resolved = _resolve(config, workdir, set_)
+    values, origins = resolved.config.flat(), resolved.origins()
+    key_width = max(map(len, values))
+    value_width = min(max(map(len, values.values())), 40)
+    for key, value in values.items():
+        typer.echo(f"{key:<{key_width}}  {value:<{value_width}}  {origins[key]}")
+
+
+@config_app.command("defaults")
+def config_defaults() -> None:
+    """Print every setting with its default and description, as conf/default.yaml holds them (generated:
+    `profiling config defaults > conf/default.yaml` after changing a setting in profiling/config.py)."""
+    from profiling.config import defaults_yaml
+
+    typer.echo(defaults_yaml(), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,15 +1,19 @@
 """Job configuration: YAML in ``conf/``, validated once, at the edge.
 
-Every stage receives a :class:`ProfilingConfig`; nothing below the CLI reads
-YAML or environment variables for settings. Unknown keys and wrong types are
-errors that name the key and the file, so a typo never silently falls back to
-a default.
+Every setting is declared once, here: a pydantic field with its default and a description.
+``conf/default.yaml`` is generated from these models (:func:`defaults_yaml`), so the two cannot
+disagree. Every stage receives a :class:`ProfilingConfig`; nothing below the CLI reads YAML or
+environment variables for settings. Unknown keys and wrong types are errors that name the key and the
+file, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -39,21 +43,32 @@ class _Section(BaseModel):
 
 
 class InputConfig(_Section):
-    dir: str | None = None
-    behaviour: str | None = None
-    preference: str | None = None
-    social: str | None = None
-    items: str | None = None
-    # Behaviour event types accepted (others are quarantined as unknown_event_type); null: any.
-    event_types: list[str] | None = None
-    # Timestamps that only make sense as milliseconds: quarantine them ("reject") or divide by 1000.
-    millisecond_timestamps: Literal["reject", "convert"] = "reject"
-    # Events later than the end of the snapshot day plus this many hours are quarantined.
-    future_tolerance_hours: float = Field(24.0, ge=0, le=87_600)
-    # A log whose quarantined share of rows passes this stops ingest (after writing the quarantine).
-    max_quarantined_share: float = Field(0.05, ge=0, le=1)
-    # The same ceiling per reason code (e.g. {duplicate_row: 0.01}); reasons not named have none of their own.
-    max_reason_share: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    dir: str | None = Field(None, description=(
+        "Folder holding behaviour.*, preference.*, social.* and items.* (CSV, CSV.gz, Parquet file or folder, "
+        "or a Delta table folder); a path set for one log wins over it."))
+    behaviour: str | None = Field(None, description=(
+        "The behaviour log (what users did with items: views, clicks, carts, purchases, plays, ratings); "
+        "null: looked for in input.dir."))
+    preference: str | None = Field(None, description=(
+        "The preference log (declared or inferred likes, demographics); null: looked for in input.dir."))
+    social: str | None = Field(None, description=(
+        "The social log (friends, follows, trust); null: looked for in input.dir."))
+    items: str | None = Field(None, description=(
+        "Item metadata (category, title), optional; null: looked for in input.dir."))
+    event_types: list[str] | None = Field(None, description=(
+        "Behaviour event types accepted, as an allow-list; other types are quarantined (unknown_event_type). "
+        "null accepts any non-empty type."))
+    millisecond_timestamps: Literal["reject", "convert"] = Field("reject", description=(
+        "Timestamps that only make sense in milliseconds (after year 5000 as seconds): \"reject\" quarantines "
+        "them (timestamp_in_milliseconds), \"convert\" divides them by 1000."))
+    future_tolerance_hours: float = Field(24.0, ge=0, le=87_600, description=(
+        "Events later than the end of the snapshot day plus this many hours are quarantined (future_timestamp)."))
+    max_quarantined_share: float = Field(0.05, ge=0, le=1, description=(
+        "Quality gate: a log whose quarantined share of rows passes this stops ingest with one line (exit "
+        "code 2) after writing the quarantine and ingest_runs; nothing else of the run is written."))
+    max_reason_share: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict, description=(
+        "The same gate per reason code (e.g. {duplicate_row: 0.01}); reasons not named have no ceiling of their "
+        "own."))
 
     @field_validator("max_reason_share")
     @classmethod
@@ -67,13 +82,17 @@ class InputConfig(_Section):
 
 
 class SparkConfig(_Section):
-    master: str = "local[*]"
-    app_name: str = "profiling"
-    driver_memory: str = "4g"
-    shuffle_partitions: int = Field(8, ge=1)
-    log_level: str = "WARN"
-    show_progress: bool = True
-    conf: dict[str, str] = Field(default_factory=dict)
+    master: str = Field("local[*]", description=(
+        "Spark master URL (local[N], spark://HOST:PORT, yarn); under spark-submit the submit line's wins."))
+    app_name: str = Field("profiling", description="Spark application name.")
+    driver_memory: str = Field("4g", description=(
+        "Driver JVM memory (local mode runs the tasks in the driver); under spark-submit the submit line's wins."))
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions.")
+    log_level: str = Field("WARN", description="Log level of Spark's own logging (ERROR, WARN, INFO, DEBUG).")
+    show_progress: bool = Field(True, description="Spark's console progress bars.")
+    conf: dict[str, str] = Field(default_factory=dict, description=(
+        "Extra Spark settings, passed as they are (e.g. spark.executor.memory: 2g); on the command line "
+        "--set spark.conf.spark.executor.memory=2g."))
 
     @field_validator("conf", mode="before")
     @classmethod
@@ -88,28 +107,37 @@ class SparkConfig(_Section):
 
 
 class CatalogConfig(_Section):
-    database: str = Field("profiling", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    database: str = Field("profiling", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "Catalog database that holds every table and view."))
 
 
 class MlflowConfig(_Section):
-    tracking_uri: str | None = None
-    experiment: str = "profiling"
-    registered_model: str = "profiling-encoder"
+    tracking_uri: str | None = Field(None, description=(
+        "MLflow tracking URI; null: sqlite:///<workdir>/mlflow.db with artifacts in <workdir>/mlartifacts."))
+    experiment: str = Field("profiling", description="MLflow experiment of every run.")
+    registered_model: str = Field("profiling-encoder", description=(
+        "Registered model name of the encoder; the newest trained version carries the alias current."))
 
 
 class SequencesConfig(_Section):
-    max_len: int = Field(200, ge=3, le=100_000)
-    social_context_items: int = Field(10, ge=0)
-    category_dimensions: list[str] = Field(default_factory=lambda: ["category", "genre"])
+    max_len: int = Field(200, ge=3, le=100_000, description=(
+        "Events kept per user (the most recent ones): the history training learns from and profiles cover."))
+    social_context_items: int = Field(10, ge=0, description=(
+        "Items most common among a user's circle (neighbours in either edge direction), added as social "
+        "context events."))
+    category_dimensions: list[str] = Field(default_factory=lambda: ["category", "genre"], description=(
+        "Preference dimensions whose keys are item categories."))
 
 
 class ModelConfig(_Section):
-    max_len: int = Field(50, ge=2, le=4096)
-    dim: int = Field(64, ge=8)
-    heads: int = Field(2, ge=1)
-    layers: int = Field(2, ge=1)
-    interests: int = Field(4, ge=1)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    max_len: int = Field(50, ge=2, le=4096, description=(
+        "Events the encoder attends over at once; longer histories are cut into windows from the newest event "
+        "backwards."))
+    dim: int = Field(64, ge=8, description="Width of the embeddings and hidden states.")
+    heads: int = Field(2, ge=1, description="Attention heads per layer; must divide model.dim.")
+    layers: int = Field(2, ge=1, description="Self-attention (pre-norm Transformer) layers.")
+    interests: int = Field(4, ge=1, description="Interest vectors per user (K).")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on the inputs and inside each layer.")
 
     @field_validator("heads")
     @classmethod
@@ -121,49 +149,79 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    num_processes: int = Field(2, ge=1)
-    use_gpu: bool = False
-    local_mode: bool = True
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    epochs: int = Field(100, ge=1)
-    patience: int = Field(10, ge=1)
-    max_minutes: float = Field(20.0, gt=0)
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(0.002, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(50, ge=0)
-    interest_loss_weight: float = Field(0.5, ge=0)
-    interest_diversity: float = Field(1.0, ge=0)
+    num_processes: int = Field(2, ge=1, description="DDP processes TorchDistributor starts.")
+    use_gpu: bool = Field(False, description=(
+        "One GPU per process, nccl backend (gloo on CPUs); in local mode the driver must see "
+        "train.num_processes GPUs."))
+    local_mode: bool = Field(True, description=(
+        "TorchDistributor runs the processes on the driver (true) or as a barrier stage of Spark tasks (false)."))
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description=(
+        "Autocast: \"auto\" is bf16 on a GPU that supports it and full fp32 on CPUs; \"fp32\" or \"bf16\" force "
+        "one."))
+    epochs: int = Field(100, ge=1, description="Most epochs trained.")
+    patience: int = Field(10, ge=1, description=(
+        "Early stopping: epochs without a better validation NDCG before training stops."))
+    max_minutes: float = Field(20.0, gt=0, description=(
+        "Training stops after the epoch that passes this budget (the best epoch so far is kept); a rerun with "
+        "another budget resumes the same checkpoints."))
+    batch_size: int = Field(128, ge=1, description="Training windows per batch and process.")
+    learning_rate: float = Field(0.002, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(50, ge=0, description="Steps over which the learning rate rises linearly to its value.")
+    interest_loss_weight: float = Field(0.5, ge=0, description=(
+        "Weight of the multi-interest loss (label-aware attention ranks the target) beside the next-item loss."))
+    interest_diversity: float = Field(1.0, ge=0, description=(
+        "Weight of the penalty ||A A^T - I||^2 on the interests' attention (Lin et al. 2017): without it a "
+        "user's K interest vectors collapse into near-copies (mean pairwise cosine 0.98 on generated data)."))
     interest_score_weights: list[Annotated[float, Field(ge=0)]] = Field(
-        default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0], min_length=1)
-    negatives: int = Field(20000, ge=0)
-    # Training refuses to fit (or register) a model on less than this: behaviour events in the
-    # sequences, and users with a validation target (3 or more behaviour events).
-    min_behaviour_events: int = Field(1000, ge=1)
-    min_users: int = Field(10, ge=1)
-    shuffle_buffer: int = Field(4096, ge=1)
-    loader_workers: int = Field(0, ge=0)
-    seed: int = 42
-    eval_k: list[int] = Field(default_factory=lambda: [10, 20, 50])
+        default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0], min_length=1, description=(
+            "After training, the interest head joins next-item scoring: score = next-item head + w * interest "
+            "head, with the w of this list that ranks the validation targets best ([0]: next-item head only)."))
+    negatives: int = Field(20000, ge=0, description=(
+        "Catalogues with more items than this train with a sampled softmax over this many shared negatives "
+        "(the target always included); smaller ones use the full softmax (on ciaodvd's 16k items the full "
+        "softmax beat 2,048 sampled negatives on validation)."))
+    min_behaviour_events: int = Field(1000, ge=1, description=(
+        "Floor: train refuses to fit or register a model on fewer behaviour events in the sequences."))
+    min_users: int = Field(10, ge=1, description=(
+        "Floor: train refuses to fit or register a model on fewer users with a validation target (3 or more "
+        "behaviour events)."))
+    shuffle_buffer: int = Field(4096, ge=1, description=(
+        "Rows held for shuffling, and windows pooled for length-bucketed batches."))
+    loader_workers: int = Field(0, ge=0, description=(
+        "DataLoader processes per training process. 0 reads in the training process itself: enough on CPUs "
+        "(one process feeds ~600k positions/s, about 40x what it trains); a GPU needs a few more."))
+    seed: int = Field(42, description=(
+        "Seed of the weights' initialisation, of each epoch (with the epoch) and of the data order."))
+    eval_k: list[int] = Field(default_factory=lambda: [10, 20, 50], description=(
+        "Cut-offs K of the validation Recall@K and NDCG@K; NDCG at the first one picks the best epoch and the "
+        "interest score weight."))
 
 
 class InferConfig(_Section):
-    batch_size: int = Field(512, ge=1)
-    use_gpu: bool = False
-    evidence_events: int = Field(5, ge=0, le=1000)
+    batch_size: int = Field(512, ge=1, description=(
+        "Users scored per forward pass (also the validation batch of training)."))
+    use_gpu: bool = Field(False, description=(
+        "Score on the GPU Spark assigned to each task (spark.task.resource.gpu.amount), else on the CPU."))
+    evidence_events: int = Field(5, ge=0, le=1000, description=(
+        "Events kept per user and interest in user_interest_evidence (top N by the interest's evidence "
+        "attention)."))
 
 
 class ExplainConfig(_Section):
-    sample_users: int = Field(3, ge=0, le=100)
-    strong_interest: float = Field(0.2, gt=0.0, le=1.0)
-    recent_events: int = Field(20, ge=1, le=200)
+    sample_users: int = Field(3, ge=0, le=100, description=(
+        "Users whose explain figure is logged to every infer run in MLflow (picked by a hash of the id)."))
+    strong_interest: float = Field(0.2, gt=0.0, le=1.0, description=(
+        "An interest counts as strong in the run's summary figure when its weight is at least this."))
+    recent_events: int = Field(20, ge=1, le=200, description=(
+        "Newest events shown in the attention heat map of `profiling explain --png`."))
 
 
 class PrivacyConfig(_Section):
-    # Replace user ids at ingest by a keyed hash (HMAC-SHA256), the same in all three logs.
-    hash_user_ids: bool = False
-    # The environment variable that holds the key: the key itself never sits in a file or in MLflow.
-    key_env: str = Field("PROFILING_ID_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    hash_user_ids: bool = Field(False, description=(
+        "Replace user ids at ingest by a keyed hash (HMAC-SHA256), the same in all three logs."))
+    key_env: str = Field("PROFILING_ID_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "Environment variable holding the hash key: the key itself never sits in a config file or in MLflow."))
 
 
 # Values of settings whose name says they are secret are masked wherever the config is shown.
@@ -174,17 +232,26 @@ _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 class ProfilingConfig(_Section):
     """The whole resolved configuration of one run."""
 
-    workdir: str = "work"
-    input: InputConfig = Field(default_factory=InputConfig)
-    spark: SparkConfig = Field(default_factory=SparkConfig)
-    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
-    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
-    sequences: SequencesConfig = Field(default_factory=SequencesConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    infer: InferConfig = Field(default_factory=InferConfig)
-    explain: ExplainConfig = Field(default_factory=ExplainConfig)
-    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    workdir: str = Field("work", description=(
+        "Folder for the Delta tables, the catalog (Derby metastore and warehouse), the MLflow store and the "
+        "checkpoints."))
+    input: InputConfig = Field(default_factory=InputConfig, description=(
+        "The logs ingest reads, and which of their rows it accepts."))
+    spark: SparkConfig = Field(default_factory=SparkConfig, description=(
+        "The Spark session. Under spark-submit the submit line owns the master, the driver's memory and the jars."))
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig, description="Where the tables are registered.")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description=(
+        "Tracking: every run with its config, metrics and table versions, and the registered encoder."))
+    sequences: SequencesConfig = Field(default_factory=SequencesConfig, description=(
+        "The sequences stage: one time-ordered event sequence per user."))
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The encoder's shape.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description=(
+        "The train stage: TorchDistributor, early stopping on validation NDCG, checkpoints."))
+    infer: InferConfig = Field(default_factory=InferConfig, description=(
+        "The infer stage: every user scored in a distributed pass."))
+    explain: ExplainConfig = Field(default_factory=ExplainConfig, description=(
+        "Explanations: `profiling explain` and the figures every infer run logs."))
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Pseudonymous user ids.")
 
     @property
     def workdir_path(self) -> Path:
@@ -200,19 +267,61 @@ class ProfilingConfig(_Section):
 
     def flat(self) -> dict[str, str]:
         """The config as dotted keys, for MLflow params; secret-looking values and URL passwords masked."""
-        out: dict[str, str] = {}
+        return {key: "***" if _SECRET_NAME.search(key) else _URL_USERINFO.sub("***@", str(value))
+                for key, value in _dotted(self.model_dump()).items()}
 
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and value:
-                for key, inner in value.items():
-                    walk(f"{prefix}.{key}" if prefix else key, inner)
-            elif _SECRET_NAME.search(prefix):
-                out[prefix] = "***"
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys; the entries of a non-empty map (``spark.conf``) are keys of their own."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+_DEFAULTS_HEADER = """\
+# profiling's default configuration: local Spark, Delta tables and a Derby catalog under
+# <workdir>/warehouse, MLflow in sqlite:///<workdir>/mlflow.db. Relative paths are resolved against
+# the current directory. Any key can be overridden on the command line: --set train.epochs=5, and
+# `profiling config show` prints the resolved values and where each one comes from.
+#
+# Generated from the settings' declarations in profiling/config.py, which hold every default and
+# description: change them there, then run `profiling config defaults > conf/default.yaml`.
+"""
+
+
+def _is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def _flow_yaml(value: Any) -> str:
+    """One value as YAML on one line (flow style for lists and maps)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+
+
+def defaults_yaml() -> str:
+    """``conf/default.yaml``: every setting with its default, in declaration order, its description as a
+    comment above it. Generated, so the file and the models cannot disagree."""
+    lines = _DEFAULTS_HEADER.splitlines()
+
+    def section(model: type[BaseModel], values: dict[str, Any], indent: str) -> None:
+        for name, info in model.model_fields.items():
+            if not indent:
+                lines.append("")
+            lines.extend(f"{indent}# {line}" for line in textwrap.wrap(
+                info.description, 100 - len(indent) - 2, break_long_words=False, break_on_hyphens=False))
+            if _is_section(info.annotation):
+                lines.append(f"{indent}{name}:")
+                section(info.annotation, values[name], indent + "  ")
             else:
-                out[prefix] = _URL_USERINFO.sub("***@", str(value))
+                lines.append(f"{indent}{name}: {_flow_yaml(values[name])}")
 
-        walk("", self.model_dump())
-        return out
+    section(ProfilingConfig, ProfilingConfig().model_dump(mode="json"), "")
+    return "\n".join(lines) + "\n"
 
 
 def _map_settings(model: type[BaseModel] = None, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -220,7 +329,7 @@ def _map_settings(model: type[BaseModel] = None, prefix: tuple[str, ...] = ()) -
     found: set[tuple[str, ...]] = set()
     for name, info in (model or ProfilingConfig).model_fields.items():
         kind = info.annotation
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
+        if _is_section(kind):
             found |= _map_settings(kind, (*prefix, name))
         elif getattr(kind, "__origin__", None) is dict:
             found.add((*prefix, name))
@@ -266,8 +375,21 @@ def _canonical(path: Path | Traversable) -> Path | Traversable:
     return path.resolve() if isinstance(path, Path) else path
 
 
-def _read_yaml(source: Path | Traversable, seen: tuple[Path | Traversable, ...] = ()) -> dict[str, Any]:
-    """A config file as a dict; ``base: other.yaml`` (relative to the file) is read first and overlaid."""
+@dataclass(frozen=True)
+class Layer:
+    """Settings from one origin, nested as in a config file; a later layer wins key by key.
+
+    A config resolves from the models' defaults, then its files (``file <path>``, the ``base:`` chain
+    first), then the command line (``--set``, ``--workdir``, ``--input``). A new origin, such as the
+    environment, is one more layer in that list.
+    """
+
+    origin: str
+    values: dict[str, Any]
+
+
+def _file_layers(source: Path | Traversable, seen: tuple[Path | Traversable, ...] = ()) -> list[Layer]:
+    """A config file and the files it extends, base first: ``base: other.yaml`` is relative to the file."""
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
     try:
@@ -277,20 +399,42 @@ def _read_yaml(source: Path | Traversable, seen: tuple[Path | Traversable, ...] 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     base = data.pop("base", None)
+    layer = Layer(f"file {_canonical(source)}", data)
     if base is None:
-        return data
+        return [layer]
     base_path = _canonical(source.parent / str(base))
     if base_path in seen:
         raise ConfigError(f"{source}: base: {base} includes itself")
-    return _merge(_read_yaml(base_path, (*seen, _canonical(source))), data)
+    return [*_file_layers(base_path, (*seen, _canonical(source))), layer]
 
 
-def load_config(path: str | Path | Traversable | None = None, overrides: dict[str, Any] | None = None) -> ProfilingConfig:
-    """Read a YAML config (default: ``conf/default.yaml``), apply overrides, validate once."""
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A validated config and the layers it was resolved from, weakest first."""
+
+    config: ProfilingConfig
+    layers: tuple[Layer, ...]
+
+    def origins(self) -> dict[str, str]:
+        """Where each key of ``config.flat()`` comes from: the last layer that set it, else ``default``."""
+        set_by: dict[str, str] = {}
+        for layer in self.layers:
+            set_by.update(dict.fromkeys(_dotted(layer.values), layer.origin))
+        return {key: set_by.get(key, "default") for key in self.config.flat()}
+
+
+def resolve_config(
+    path: str | Path | Traversable | None = None, overrides: Sequence[Layer] = ()
+) -> ResolvedConfig:
+    """Read a YAML config (default: ``conf/default.yaml``) and its base files, overlay ``overrides``,
+    validate once. Errors name the key and the config file."""
     source = DEFAULT_CONFIG if path is None else path if isinstance(path, Traversable) else Path(path)
-    data = _merge(_read_yaml(source), overrides or {})
+    layers = (*_file_layers(source), *overrides)
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = _merge(data, layer.values)
     try:
-        return ProfilingConfig.model_validate(data)
+        return ResolvedConfig(ProfilingConfig.model_validate(data), layers)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -299,6 +443,14 @@ def load_config(path: str | Path | Traversable | None = None, overrides: dict[st
             reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{source}: {key}: {reason}{got}")
         raise ConfigError("\n".join(problems)) from None
+
+
+def load_config(
+    path: str | Path | Traversable | None = None, overrides: dict[str, Any] | None = None
+) -> ProfilingConfig:
+    """Read a YAML config (default: ``conf/default.yaml``), apply overrides (nested, as parse_overrides
+    gives them), validate once."""
+    return resolve_config(path, [Layer("--set", overrides)] if overrides else []).config
 
 
 # Snapshot dates a run accepts: unix time starts in 1970, and the day after the snapshot (the end of

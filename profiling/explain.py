@@ -24,6 +24,7 @@ from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
 from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
+from profiling.model.inputs import FIRST_KEY
 from profiling.tables import qualified, read_snapshot
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class _Names:
                       for r in items.where(F.col("item_id").isin(ids or ["\0"])).collect()}
 
     def key(self, dimension: str, idx: int) -> str | None:
-        return self.keys.get(dimension, {}).get(int(idx)) if idx > 1 else None
+        return self.keys.get(dimension, {}).get(int(idx)) if idx >= FIRST_KEY else None
 
     def title(self, item_id: str | None) -> str | None:
         return self.items.get(item_id, (None, None))[0] if item_id else None
@@ -135,8 +136,8 @@ def explain_users(
         vectors = torch.tensor(np.asarray(found[uid]["interest_embeddings"], dtype=np.float32))
         with torch.no_grad():
             scores = vectors @ model.item_embedding.T
-        scores[:, :2] = float("-inf")
-        k = min(TOP_ITEMS, scores.shape[1] - 2)
+        scores[:, :FIRST_KEY] = float("-inf")
+        k = min(TOP_ITEMS, scores.shape[1] - FIRST_KEY)
         top_items[uid] = [(s.numpy(), i.numpy()) for s, i in zip(*torch.topk(scores, k, dim=1))]
 
     needed: dict[str, set[int]] = {"item": set(), "attribute": set()}

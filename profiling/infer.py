@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError
+from profiling.model.inputs import FIRST_KEY
 from profiling.tables import TableVersion, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,10 @@ def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, 
         weights = importance
         if dim == "category":
             own = np.asarray(row["source"][:length]) != social_idx
-            if (importance * own * (idx > 1)).sum() > 0:
+            if (importance * own * (idx >= FIRST_KEY)).sum() > 0:
                 weights = importance * own
         mass = np.bincount(idx, weights=weights)
-        mass[:2] = 0.0  # padding and "<none>" (e.g. a category on a demographic event) carry no key
+        mass[:FIRST_KEY] = 0.0  # padding and "<none>" carry no key
         keys = np.flatnonzero(mass > 0)
         order = keys[np.argsort(-mass[keys], kind="stable")]
         total = mass.sum()
@@ -149,9 +150,9 @@ def interest_category_mass(attention: np.ndarray, category: np.ndarray) -> np.nd
     An interest is named by its heaviest categories: the ones its attention rests on.
     """
     n = len(category)
-    mass = np.stack([np.bincount(category, weights=a[:n], minlength=2) for a in attention]) if n else \
-        np.zeros((len(attention), 2))
-    mass[:, :2] = 0.0
+    mass = np.stack([np.bincount(category, weights=a[:n], minlength=FIRST_KEY) for a in attention]) if n else \
+        np.zeros((len(attention), FIRST_KEY))
+    mass[:, :FIRST_KEY] = 0.0
     return mass
 
 
@@ -180,7 +181,7 @@ def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int
             out.append({
                 "interest": k, "interest_weight": float(interest_weights[k]), "interest_category": label,
                 "position": first + int(t), "item": int(window["item"][t]),
-                "category": names["category"].get(int(category[t])) if category[t] > 1 else None,
+                "category": names["category"].get(int(category[t])) if category[t] >= FIRST_KEY else None,
                 "event_type": names["event_type"].get(int(window["event_type"][t]), "<none>"),
                 "source": names["source"].get(int(window["source"][t]), "<none>"),
                 "attribute": int(window["attribute"][t]), "ts": int(ts[t]) if ts[t] > 0 else None,
@@ -279,7 +280,7 @@ def infer_profiles(
 def _evidence_rows(scored: DataFrame, vocab: DataFrame) -> DataFrame:
     """Explode the evidence and name its items and preference attributes from the vocabularies."""
     def keys(dimension: str, column: str) -> DataFrame:
-        return vocab.where((F.col("dimension") == dimension) & (F.col("idx") > 1)).select(
+        return vocab.where((F.col("dimension") == dimension) & (F.col("idx") >= FIRST_KEY)).select(
             F.col("idx").alias(f"{dimension}_idx"), F.col("key").alias(column))
 
     events = scored.select("user_id", F.explode("evidence").alias("e")).select(

@@ -1,7 +1,7 @@
 """Full-ranking metrics for next-item prediction (Recall@K, NDCG@K, HitRate@K).
 
-Every item of the vocabulary is a candidate; only the special indices
-(0 padding, 1 "no item") are excluded. With one target per user,
+Every item of the vocabulary is a candidate; only the indices below
+``FIRST_KEY`` (padding, "no item") are excluded. With one target per user,
 Recall@K equals HitRate@K. Sums are returned so ranks can add them up
 across processes before dividing.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import torch
 
-SPECIAL_ITEMS = 2  # indices 0 (padding) and 1 (no item) are never candidates
+from profiling.model.inputs import FIRST_KEY
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target among all real items (ties count against the target)."""
     scores = scores.clone()
-    scores[:, :SPECIAL_ITEMS] = float("-inf")
+    scores[:, :FIRST_KEY] = float("-inf")
     target_scores = scores.gather(1, targets[:, None])
     return (scores >= target_scores).sum(1) - 1
 

@@ -24,12 +24,11 @@ from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
 from profiling.ingest import complete_ingest_id
-from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS
+from profiling.model.inputs import GAP_BUCKETS, PAD, UNKNOWN, VALUE_BUCKETS
 from profiling.tables import TableVersion, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
-PAD, UNKNOWN = 0, 1
 SOURCES = ("social", "preference", "behaviour")  # order = tie-break rank at equal ts
 DIMENSIONS = ("item", "category", "event_type", "source", "attribute")
 # A user is evaluated (test target: the last behaviour event, validation: the one before) only with

@@ -16,13 +16,20 @@ from pyspark.sql import SparkSession
 from profiling.config import ProfilingConfig
 from profiling.workdir import lock_workdir
 
+# Delta's SQL extension and catalog, which every JVM reading the tables needs: this module's sessions,
+# spark-submit lines (tests/test_cluster.py) and the Airflow DAG, which repeats them as literals
+# because it cannot import profiling (tests/test_dag_settings.py keeps the two equal).
+DELTA_SQL_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
 
 def catalog_conf(config: ProfilingConfig) -> dict[str, str]:
     """What every JVM that reads this workdir's catalog needs: Delta, the warehouse, the Derby metastore."""
     workdir = config.workdir_path
     return {
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        **DELTA_SQL_CONF,
         "spark.sql.warehouse.dir": str(workdir / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL":
             f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true",

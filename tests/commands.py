@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -25,23 +27,34 @@ def sql_rows(query: str, *where: str) -> list[dict]:
     return [json.loads(line) for line in profiling("sql", *where, "--format", "json", query).splitlines()]
 
 
+@contextlib.contextmanager
+def _cli_logger_restored():
+    """The CLI points the ``profiling`` logger at the stderr of the moment (capsys's); put it back
+    afterwards, so later tests do not log into a closed capture."""
+    logger = logging.getLogger("profiling")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
 def run_main(capsys, *args: str) -> tuple[int, list[str]]:
-    """``profiling ARGS`` in this process (the shared session's JVM): its exit code and stderr lines.
-
-    The CLI points the ``profiling`` logger at the stderr of the moment (capsys's); it is put back
-    afterwards, so later tests do not log into a closed capture.
-    """
-    import logging
-
+    """``profiling ARGS`` in this process (the shared session's JVM) where it must fail: its exit code and
+    stderr lines."""
     import pytest
 
     from profiling.cli import main
 
-    logger = logging.getLogger("profiling")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            main(list(args))
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    with _cli_logger_restored(), pytest.raises(SystemExit) as exit_:
+        main(list(args))
     return exit_.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def main_output(capsys, *args: str) -> str:
+    """``profiling ARGS`` in this process where it must succeed: its stdout."""
+    from profiling.cli import main
+
+    with _cli_logger_restored():
+        main(list(args))
+    return capsys.readouterr().out

@@ -21,7 +21,7 @@ import pytest
 
 from commands import profiling, sql_rows
 
-from profiling.spark import delta_package
+from profiling.spark import DELTA_SQL_CONF, delta_package
 from profiling.sql_server import spark_home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,8 +103,7 @@ def submitted_run(standalone_cluster, tmp_path_factory):
         "--deploy-mode", "client", "--driver-memory", "2g", "--executor-memory", "4g",
         "--total-executor-cores", "2",
         "--packages", delta_package(),
-        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-        "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        *(arg for key, value in DELTA_SQL_CONF.items() for arg in ("--conf", f"{key}={value}")),
         "--conf", f"spark.pyspark.python={sys.executable}",
         "--py-files", str(wheel),
         str(REPO / "jobs" / "pipeline.py"),

@@ -1,10 +1,19 @@
-"""Config is validated once, and every error names the key and the file."""
+"""Settings are declared once (conf/default.yaml is generated from them), validated once, and every error
+names the key and the file; `profiling config show` says where each value comes from."""
 
 from __future__ import annotations
 
-import pytest
+import re
+import subprocess
+import sys
+from pathlib import Path
 
-from profiling.config import DEFAULT_CONFIG, DEMO_CONFIG, load_config, parse_overrides
+import pytest
+from pydantic import BaseModel
+
+from commands import main_output
+
+from profiling.config import DEFAULT_CONFIG, DEMO_CONFIG, ProfilingConfig, defaults_yaml, load_config, parse_overrides
 from profiling.exceptions import ConfigError
 
 
@@ -13,6 +22,25 @@ def test_the_shipped_default_config_is_valid():
     assert config.catalog.database == "profiling"
     assert config.train.local_mode is True
     assert config.tracking_uri.startswith("sqlite:///") and config.tracking_uri.endswith("mlflow.db")
+
+
+def test_the_shipped_default_config_is_generated_from_the_settings_and_holds_their_defaults():
+    assert DEFAULT_CONFIG.read_text() == defaults_yaml(), \
+        "conf/default.yaml is stale: run `profiling config defaults > conf/default.yaml`"
+    assert load_config() == ProfilingConfig()
+
+
+def test_every_setting_says_what_it_is_for():
+    def undescribed(model: type[BaseModel], prefix: str = "") -> list[str]:
+        missing = []
+        for name, info in model.model_fields.items():
+            if not (info.description or "").strip():
+                missing.append(prefix + name)
+            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                missing += undescribed(info.annotation, f"{prefix}{name}.")
+        return missing
+
+    assert undescribed(ProfilingConfig) == []
 
 
 def test_a_config_can_extend_a_base_file_and_the_demo_config_does(tmp_path):
@@ -66,3 +94,38 @@ def test_a_missing_input_log_names_the_setting(tmp_path):
     config = load_config(overrides={"input": {"dir": str(tmp_path), "social": str(tmp_path / "nope.csv")}})
     with pytest.raises(ConfigError, match="input.social"):
         resolve_input_paths(config)
+
+
+def _shown(output: str) -> dict[str, tuple[str, str]]:
+    """``profiling config show`` lines as key -> (value, origin)."""
+    rows = [re.split(r"\s{2,}", line.strip(), maxsplit=2) for line in output.splitlines()]
+    return {key: (value, origin) for key, value, origin in rows}
+
+
+def test_config_show_says_where_each_value_comes_from(tmp_path, capsys):
+    (tmp_path / "base.yaml").write_text("model:\n  dim: 32\ntrain:\n  epochs: 7\n")
+    job = tmp_path / "jobs" / "job.yaml"
+    job.parent.mkdir()
+    job.write_text("base: ../base.yaml\ntrain:\n  patience: 3\n")
+    shown = _shown(main_output(capsys, "config", "show", "--config", str(job), "--set", "train.epochs=3",
+                               "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=abc",
+                               "--set", "mlflow.tracking_uri=http://me:pw@tracking:5000",
+                               "--workdir", str(tmp_path / "w")))
+    assert shown["train.epochs"] == ("3", "--set")
+    assert shown["train.patience"] == ("3", f"file {job}")
+    assert shown["model.dim"] == ("32", f"file {tmp_path / 'base.yaml'}")
+    assert shown["train.batch_size"] == ("128", "default")
+    assert shown["workdir"] == (str(tmp_path / "w"), "--workdir")
+    assert shown["spark.conf.spark.hadoop.fs.s3a.secret.key"] == ("***", "--set")
+    assert shown["mlflow.tracking_uri"] == ("http://***@tracking:5000", "--set")
+    demo = _shown(main_output(capsys, "config", "show", "--config", str(DEMO_CONFIG)))
+    assert demo["train.epochs"][1] == f"file {DEMO_CONFIG}" and demo["model.dim"][1] == f"file {DEFAULT_CONFIG}"
+
+
+def test_config_show_starts_no_spark():
+    probe = ("import sys; from profiling.cli import main; main(['config', 'show']); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j', 'torch', 'mlflow'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1] == "[]"

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from profiling.model.inputs import FEATURES
+from profiling.model.inputs import FEATURES, FIRST_KEY, PAD
 
 IMPORTANCE_TEMPERATURE = 4.0
 
@@ -72,7 +72,7 @@ class ProfileEncoder(nn.Module):
         self.spec = spec
         d = spec.dim
         self.embeddings = nn.ModuleDict(
-            {name: nn.Embedding(spec.vocab_sizes[name], d, padding_idx=0) for name in FEATURES}
+            {name: nn.Embedding(spec.vocab_sizes[name], d, padding_idx=PAD) for name in FEATURES}
         )
         self.position = nn.Embedding(spec.max_len, d)
         self.input_norm = nn.LayerNorm(d)
@@ -105,7 +105,7 @@ class ProfileEncoder(nn.Module):
         """Hidden states (B, T, d) under a causal mask, and the padding mask (B, T), True = padding."""
         item = batch["item"]
         _, length = item.shape
-        padding = item == 0
+        padding = item == PAD
         # A user with no events still gets a (generic) state: let position 0 be attended.
         padding = padding.clone()
         padding[:, 0] = False
@@ -279,7 +279,7 @@ class ProfileEncoder(nn.Module):
 
     def evidence_attention(self, batch: dict[str, torch.Tensor], vectors: torch.Tensor) -> torch.Tensor:
         """(B, K, T) ``softmax_t(V[k] . c[t])`` over events with an item or a category (0 elsewhere)."""
-        has_item, has_category = batch["item"] > 1, batch["category"] > 1
+        has_item, has_category = batch["item"] >= FIRST_KEY, batch["category"] >= FIRST_KEY
         content = (self.embeddings["item"](batch["item"]) * has_item[..., None]
                    + self.embeddings["category"](batch["category"]) * has_category[..., None])
         scores = (vectors @ content.transpose(1, 2)).masked_fill(~(has_item | has_category)[:, None, :], float("-inf"))

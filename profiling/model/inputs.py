@@ -13,6 +13,10 @@ import numpy as np
 import torch
 
 FEATURES = ("item", "category", "event_type", "source", "attribute", "gap_bucket", "value_bucket")
+# Every vocabulary's first indices name no key: 0 pads a batch, 1 stands for "unknown" or "none" (a key
+# missing from the vocabulary, a category on a demographic event). Real keys start at FIRST_KEY.
+PAD, UNKNOWN = 0, 1
+FIRST_KEY = 2
 GAP_BUCKETS = 32
 VALUE_BUCKETS = 32
 

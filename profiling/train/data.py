@@ -11,7 +11,7 @@ that every rank still gets data.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -33,15 +33,16 @@ class Shard:
     offset: int = 0
 
 
-def _local_path(uri: str) -> str:
-    """``file:/x`` and ``file:///x`` URIs (as Spark lists them) to plain paths; others unchanged."""
+def local_path(uri: str) -> str:
+    """``file:/x`` and ``file:///x`` URIs (as Spark lists a table's files) to the plain paths pyarrow opens;
+    others unchanged."""
     parsed = urlparse(uri)
     return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
-def plan_shards(files: list[str], readers: int) -> list[Shard]:
+def plan_shards(files: Sequence[str], readers: int) -> list[Shard]:
     """Split the row groups of ``files`` over ``readers``, round robin."""
-    groups = [(f, g) for f in sorted(files) for g in range(pq.ParquetFile(_local_path(f)).num_row_groups)]
+    groups = [(f, g) for f in sorted(files) for g in range(pq.ParquetFile(local_path(f)).num_row_groups)]
     if len(groups) >= readers:
         return [Shard(tuple(groups[r::readers])) for r in range(readers)]
     return [Shard(tuple(groups), stride=readers, offset=r) for r in range(readers)]
@@ -51,7 +52,7 @@ def read_rows(shard: Shard) -> Iterator[dict]:
     """Rows of a shard as dicts of Python lists, in storage order."""
     seen = 0
     for path, group in shard.row_groups:
-        table = pq.ParquetFile(_local_path(path)).read_row_group(group, columns=COLUMNS)
+        table = pq.ParquetFile(local_path(path)).read_row_group(group, columns=COLUMNS)
         for row in table.to_pylist():
             if seen % shard.stride == shard.offset:
                 yield row
@@ -67,7 +68,7 @@ class TrainingBatches(IterableDataset):
     sequences are not padded to the longest window of the data.
     """
 
-    def __init__(self, files: list[str], rank: int, world: int, behaviour_idx: int, window: int,
+    def __init__(self, files: Sequence[str], rank: int, world: int, behaviour_idx: int, window: int,
                  batch_size: int, buffer: int, seed: int):
         super().__init__()
         self.files, self.rank, self.world, self.window = files, rank, world, window
@@ -114,7 +115,7 @@ class TrainingBatches(IterableDataset):
             yield from self._batches(pool, rng)
 
 
-def rows_of_rank(files: list[str], rank: int, world: int) -> Iterator[dict]:
+def rows_of_rank(files: Sequence[str], rank: int, world: int) -> Iterator[dict]:
     """Every row of this rank's share (for validation), in storage order."""
     return read_rows(plan_shards(files, world)[rank])
 

@@ -32,7 +32,7 @@ from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import FEATURES, GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
 from profiling.tables import TableVersion, read_snapshot
 from profiling.train.data import read_rows, plan_shards
-from profiling.train.loop import train_worker
+from profiling.train.loop import TrainingJob, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +90,23 @@ def distributor_args(train: TrainConfig, cuda_devices: int | None = None) -> dic
     return {"num_processes": train.num_processes, "local_mode": train.local_mode, "use_gpu": train.use_gpu}
 
 
+def training_fingerprint(
+    train: TrainConfig, spec: EncoderSpec, files: tuple[str, ...], eval_batch_size: int
+) -> str:
+    """12 hex digits naming what shapes training: the files, the encoder and every train setting but
+    ``train.max_minutes`` (a rerun with another time budget resumes the same checkpoints)."""
+    shaping = {"train": train.model_dump(exclude={"max_minutes"}), "spec": spec.to_dict(), "files": files,
+               "eval_batch_size": eval_batch_size}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def train_encoder(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
 ) -> TrainResult:
     """Train on ``user_sequences`` of ``snapshot_date`` and register the best epoch's model."""
     launch = distributor_args(config.train)  # a GPU setting that cannot work fails before any reading
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
-    files = sorted(sequences.inputFiles())
+    files = tuple(sorted(sequences.inputFiles()))
     if not files:
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
     check_enough_data(sequences, config.train, snapshot_date)
@@ -108,26 +118,16 @@ def train_encoder(
         negatives=config.train.negatives, behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
         interest_diversity=config.train.interest_diversity,
     )
-    t = config.train
-    job = {
-        "spec": spec.to_dict(), "files": files, "behaviour_idx": behaviour_idx,
-        "use_gpu": t.use_gpu, "precision": t.precision, "seed": t.seed, "epochs": t.epochs, "patience": t.patience,
-        "max_minutes": t.max_minutes,
-        "batch_size": t.batch_size, "eval_batch_size": config.infer.batch_size,
-        "learning_rate": t.learning_rate, "weight_decay": t.weight_decay, "warmup_steps": t.warmup_steps,
-        "interest_loss_weight": t.interest_loss_weight,
-        "interest_score_weights": t.interest_score_weights, "shuffle_buffer": t.shuffle_buffer,
-        "loader_workers": t.loader_workers, "eval_k": t.eval_k,
-    }
-    shaping = {k: v for k, v in job.items() if k != "max_minutes"}  # a new time budget may resume
-    fingerprint = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    fingerprint = training_fingerprint(config.train, spec, files, config.infer.batch_size)
     checkpoints = config.workdir_path / "checkpoints" / f"{snapshot_date}-{fingerprint}"
     if (checkpoints / "result.json").exists():  # that run finished: this one trains anew
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
-    job.update({"checkpoint_dir": str(checkpoints), "tracking_uri": config.tracking_uri, "mlflow_run_id": run_id})
+    job = TrainingJob(train=config.train, spec=spec, files=files, eval_batch_size=config.infer.batch_size,
+                      checkpoint_dir=checkpoints, tracking_uri=config.tracking_uri, mlflow_run_id=run_id)
     log.info("training on %s version %d (%d files), %d processes, local_mode=%s, use_gpu=%s",
-             seq_version.name, seq_version.version, len(files), t.num_processes, t.local_mode, t.use_gpu)
+             seq_version.name, seq_version.version, len(files), config.train.num_processes,
+             config.train.local_mode, config.train.use_gpu)
     distributor = TorchDistributor(**launch)
     try:
         distributor.run(train_worker, job)

@@ -1,8 +1,8 @@
 """The DDP training loop that TorchDistributor runs in every process.
 
-``train_worker`` takes one plain dict (picklable, no Spark objects) so the same
-function runs under ``local_mode`` on the driver and as Spark tasks on a
-cluster. Rank 0 alone writes checkpoints and logs to MLflow, into the run the
+``train_worker`` takes one :class:`TrainingJob` (picklable, no Spark objects)
+so the same function runs under ``local_mode`` on the driver and as Spark tasks
+on a cluster. Rank 0 alone writes checkpoints and logs to MLflow, into the run the
 driver opened (its id is passed in). Validation metrics are all-reduced, so
 every rank takes the same early-stopping decision and returns the same result.
 
@@ -20,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,11 +28,25 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from profiling.config import TrainConfig
 from profiling.metrics import finalize, ranking_sums, target_ranks
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import collate, target_window
 from profiling.tracking import log_metrics_to_run
 from profiling.train.data import TrainingBatches, rows_of_rank, worker_init
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every training process needs, sent whole by TorchDistributor to each of them."""
+
+    train: TrainConfig
+    spec: EncoderSpec
+    files: tuple[str, ...]  # the parquet files of the pinned user_sequences version and snapshot
+    eval_batch_size: int  # validation windows per forward pass (infer.batch_size)
+    checkpoint_dir: Path
+    tracking_uri: str
+    mlflow_run_id: str | None  # the driver's run, which rank 0 logs each epoch's metrics to
 
 
 def pick_device(use_gpu: bool) -> torch.device:
@@ -55,13 +70,13 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def _validate(
-    model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device,
+    model: ProfileEncoder, job: TrainingJob, rank: int, world: int, device: torch.device,
     interest_weights: Sequence[float] = (0.0,),
 ) -> list[dict[str, float]]:
     """Full-ranking metrics of the validation targets of this rank's users, summed over all ranks,
     one dict per weight w of the scores ``next-item head + w * interest head``."""
     model.eval()
-    ks = job["eval_k"]
+    ks = job.train.eval_k
     keys = sorted(["n", *(f"{m}@{k}" for m in ("recall", "ndcg") for k in ks)])
     totals = torch.zeros(len(interest_weights), len(keys), dtype=torch.float64)
     pending: list[tuple[dict, int]] = []
@@ -78,10 +93,10 @@ def _validate(
             totals[i] += torch.tensor([sums[k] for k in keys], dtype=torch.float64)
         pending.clear()
 
-    for row in rows_of_rank(job["files"], rank, world):
+    for row in rows_of_rank(job.files, rank, world):
         if row["valid_pos"] > 0:
             pending.append(target_window(row, row["valid_pos"], model.spec.max_len, model.spec.behaviour_idx))
-            if len(pending) == job["eval_batch_size"]:
+            if len(pending) == job.eval_batch_size:
                 flush()
     if pending:
         flush()
@@ -90,17 +105,17 @@ def _validate(
     return [finalize(dict(zip(keys, row.tolist()))) for row in packed]
 
 
-def _choose_interest_weight(model: ProfileEncoder, job: dict, rank: int, world: int, device: torch.device,
+def _choose_interest_weight(model: ProfileEncoder, job: TrainingJob, rank: int, world: int, device: torch.device,
                             best: dict, best_path: Path) -> dict:
-    """Let the interest head join next-item scoring with the weight (of ``interest_score_weights``)
+    """Let the interest head join next-item scoring with the weight (of ``train.interest_score_weights``)
     that ranks the validation targets best; rank 0 rewrites ``best.pt`` with it. Returns ``best``
     with the chosen weight and the validation metrics of the scores it gives."""
-    weights = sorted(job["interest_score_weights"])
+    weights = sorted(job.train.interest_score_weights)
     dist.barrier()  # rank 0 has written best.pt
     saved = torch.load(best_path, map_location=device, weights_only=False)
     model.load_state_dict(saved["model"])
     fused = _validate(model, job, rank, world, device, weights)
-    key = f"ndcg@{job['eval_k'][0]}"
+    key = f"ndcg@{job.train.eval_k[0]}"
     chosen = max(range(len(weights)), key=lambda i: (fused[i][key], -i))  # ties: the smaller weight
     metrics = {**best["metrics"], **{f"val_{k}": v for k, v in fused[chosen].items()},
                "interest_score_weight": weights[chosen]}
@@ -135,27 +150,28 @@ def _save(state: dict, path: Path) -> None:
     os.replace(partial, path)
 
 
-def train_worker(job: dict) -> dict:
+def train_worker(job: TrainingJob) -> dict:
     """Train the encoder on this rank's share; return the best epoch and its validation metrics."""
-    backend = "nccl" if job["use_gpu"] else "gloo"
+    settings = job.train
+    backend = "nccl" if settings.use_gpu else "gloo"
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
-    device = pick_device(job["use_gpu"])
-    amp_dtype = autocast_dtype(device, job["precision"])
+    device = pick_device(settings.use_gpu)
+    amp_dtype = autocast_dtype(device, settings.precision)
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    torch.manual_seed(job["seed"])
-    spec = EncoderSpec(**job["spec"])
+    torch.manual_seed(settings.seed)
+    spec = job.spec
     model = ProfileEncoder(spec).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, job["learning_rate"]), lr=job["learning_rate"],
-                                  weight_decay=job["weight_decay"])
-    warmup = max(1, job["warmup_steps"])
+    optimizer = torch.optim.AdamW(_parameter_groups(model, settings.learning_rate), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    warmup = max(1, settings.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-    checkpoints = Path(job["checkpoint_dir"])
-    dataset = TrainingBatches(job["files"], rank, world, job["behaviour_idx"], spec.max_len, job["batch_size"],
-                              job["shuffle_buffer"], job["seed"])
-    loader = DataLoader(dataset, batch_size=None, collate_fn=collate, num_workers=job["loader_workers"],
+    checkpoints = job.checkpoint_dir
+    dataset = TrainingBatches(job.files, rank, world, spec.behaviour_idx, spec.max_len, settings.batch_size,
+                              settings.shuffle_buffer, settings.seed)
+    loader = DataLoader(dataset, batch_size=None, collate_fn=collate, num_workers=settings.loader_workers,
                         worker_init_fn=worker_init, pin_memory=device.type == "cuda")
 
     best: dict = {"epoch": -1, "metrics": {}, "score": -math.inf}
@@ -169,12 +185,12 @@ def train_worker(job: dict) -> dict:
         best, stale, first_epoch = saved["best"], saved["stale"], saved["epoch"] + 1
         if rank == 0:
             print(f"[train] resuming after epoch {first_epoch} from {checkpoints / 'last.pt'}", flush=True)
-    deadline = time.time() + 60 * job["max_minutes"]
+    deadline = time.time() + 60 * settings.max_minutes
     epoch = first_epoch - 1
     # Killed after the epoch that ended it early: nothing is left to train.
-    last_epoch = job["epochs"] if stale < job["patience"] else first_epoch
+    last_epoch = settings.epochs if stale < settings.patience else first_epoch
     for epoch in range(first_epoch, last_epoch):
-        torch.manual_seed(job["seed"] * 1000 + epoch)
+        torch.manual_seed(settings.seed * 1000 + epoch)
         dataset.set_epoch(epoch)
         started = time.time()
         loss_sum, batches, positions = torch.zeros(2, device=device), 0, 0
@@ -185,7 +201,7 @@ def train_worker(job: dict) -> dict:
                 # Through the DDP wrapper's forward, so gradients are all-reduced.
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     seq_loss, interest_loss = ddp(batch, mode="train")
-                loss = seq_loss + job["interest_loss_weight"] * interest_loss
+                loss = seq_loss + settings.interest_loss_weight * interest_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -205,7 +221,7 @@ def train_worker(job: dict) -> dict:
             **{f"val_{k}": v for k, v in _validate(model, job, rank, world, device)[0].items()},
             "epoch_seconds": time.time() - started,
         }
-        score = metrics[f"val_ndcg@{job['eval_k'][0]}"]
+        score = metrics[f"val_ndcg@{settings.eval_k[0]}"]
         improved = score > best["score"]
         if improved:
             best = {"epoch": epoch, "metrics": metrics, "score": score}
@@ -218,18 +234,18 @@ def train_worker(job: dict) -> dict:
                 _save(state, checkpoints / "best.pt")
             _save({**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                    "best": best, "stale": stale}, checkpoints / "last.pt")
-            if job["mlflow_run_id"]:
-                log_metrics_to_run(job["tracking_uri"], job["mlflow_run_id"], metrics, epoch)
+            if job.mlflow_run_id:
+                log_metrics_to_run(job.tracking_uri, job.mlflow_run_id, metrics, epoch)
             print(
-                f"[train] epoch {epoch + 1}/{job['epochs']}: loss {metrics['train_loss']:.4f} "
-                f"val ndcg@{job['eval_k'][0]} {score:.4f} ({metrics['epoch_seconds']:.1f}s, {int(stats[2])} batches)"
+                f"[train] epoch {epoch + 1}/{settings.epochs}: loss {metrics['train_loss']:.4f} "
+                f"val ndcg@{settings.eval_k[0]} {score:.4f} ({metrics['epoch_seconds']:.1f}s, {int(stats[2])} batches)"
                 + (" *" if improved else ""),
                 flush=True,
             )
         # Every rank must stop at the same epoch: rank 0's clock decides.
         out_of_time = torch.tensor([float(time.time() > deadline)], device=device)
         dist.broadcast(out_of_time, src=0)
-        if stale >= job["patience"] or out_of_time.item():
+        if stale >= settings.patience or out_of_time.item():
             if rank == 0 and out_of_time.item():
                 print(f"[train] stopping after epoch {epoch + 1}: train.max_minutes reached", flush=True)
             break
