@@ -22,6 +22,18 @@ def profiling(*args: str, env: dict[str, str] | None = None, timeout: int = 900)
     return proc.stdout
 
 
+def delta_table(workdir: Path, name: str, database: str = "profiling"):
+    """A table of a workdir's embedded catalog, read in this process with delta-rs: no JVM."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(Path(workdir) / "warehouse" / f"{database}.db" / name))
+
+
+def table_frame(workdir: Path, name: str, database: str = "profiling"):
+    """The current version of a table as a pandas frame."""
+    return delta_table(workdir, name, database).to_pandas()
+
+
 def sql_rows(query: str, *where: str) -> list[dict]:
     """Rows of ``profiling sql --format json``; ``where`` picks the catalog (--workdir W or --config C)."""
     return [json.loads(line) for line in profiling("sql", *where, "--format", "json", query).splitlines()]

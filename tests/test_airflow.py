@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from commands import profiling, sql_rows
+from commands import profiling, table_frame
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
@@ -136,13 +136,11 @@ def test_the_first_day_runs_every_stage_and_writes_that_snapshot(two_days):
     config, states = two_days
     assert states[FIRST] == {t: "success" for t in
                              ("ingest", "sequences", "check_model_age", "train", "infer", "evaluate")}
-    rows = sql_rows(f"""
-        SELECT (SELECT count(DISTINCT user_id) FROM profiling.user_profile_embeddings
-                 WHERE snapshot_date = '{FIRST}') AS profiles,
-               (SELECT count(DISTINCT user_id) FROM profiling.user_interest_weights
-                 WHERE snapshot_date = '{FIRST}') AS weighted,
-               (SELECT count(DISTINCT user_id) FROM profiling.user_sequences WHERE snapshot_date = '{FIRST}') AS seqs""", "--config", str(config))
-    assert rows == [{"profiles": USERS, "weighted": USERS, "seqs": USERS}]
+    tables = config.parent / "work"
+    frames = {name: table_frame(tables, name) for name in ("user_profile_embeddings", "user_interest_weights",
+                                                           "user_sequences")}
+    counts = {name: f[f["snapshot_date"].astype(str) == FIRST]["user_id"].nunique() for name, f in frames.items()}
+    assert counts == {"user_profile_embeddings": USERS, "user_interest_weights": USERS, "user_sequences": USERS}
 
 
 def test_the_next_day_skips_training_and_scores_with_the_current_model(two_days):
@@ -150,8 +148,8 @@ def test_the_next_day_skips_training_and_scores_with_the_current_model(two_days)
     assert states[SECOND]["check_model_age"] == "success"
     assert states[SECOND]["train"] == "skipped"
     assert states[SECOND]["infer"] == "success" and states[SECOND]["evaluate"] == "success"
-    rows = sql_rows("""
-        SELECT snapshot_date, count(DISTINCT user_id) AS users, min(model_version) AS model
-        FROM profiling.user_profile_embeddings GROUP BY snapshot_date ORDER BY snapshot_date""", "--config", str(config))
+    profiles = table_frame(config.parent / "work", "user_profile_embeddings")
+    rows = (profiles.assign(snapshot_date=profiles["snapshot_date"].astype(str)).groupby("snapshot_date")
+            .agg(users=("user_id", "nunique"), model=("model_version", "min")).reset_index().to_dict("records"))
     assert rows == [{"snapshot_date": FIRST, "users": USERS, "model": "1"},
                     {"snapshot_date": SECOND, "users": USERS, "model": "1"}]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from commands import profiling, sql_rows
+from commands import profiling, table_frame
 
 from profiling.spark import DELTA_SQL_CONF, delta_package
 from profiling.sql_server import spark_home
@@ -129,15 +129,11 @@ def test_the_pipeline_runs_on_executors_and_writes_every_table(standalone_cluste
     assert "finished global sync successfully" in executor_logs
     assert executor_logs.count("has entered the global sync") >= 2
     assert "Started distributed training with 2 executor processes" in proc.stdout + proc.stderr
-    counts = sql_rows(f"""
-        SELECT (SELECT count(DISTINCT user_id) FROM profiling.user_sequences WHERE snapshot_date = '{SNAPSHOT}') AS seq,
-               (SELECT count(DISTINCT user_id) FROM profiling.user_profile_embeddings
-                 WHERE snapshot_date = '{SNAPSHOT}') AS emb,
-               (SELECT count(DISTINCT user_id) FROM profiling.user_interest_weights
-                 WHERE snapshot_date = '{SNAPSHOT}') AS weights,
-               (SELECT count(*) FROM profiling.behaviour_events) AS behaviour""", "--workdir", str(work))
-    assert counts == [{"seq": USERS, "emb": USERS, "weights": USERS, "behaviour": counts[0]["behaviour"]}]
-    assert counts[0]["behaviour"] > USERS
+    frames = {name: table_frame(work, name) for name in ("user_sequences", "user_profile_embeddings",
+                                                         "user_interest_weights")}
+    assert {name: f[f["snapshot_date"].astype(str) == SNAPSHOT]["user_id"].nunique() for name, f in frames.items()} \
+        == {name: USERS for name in frames}
+    assert len(table_frame(work, "behaviour_events")) > USERS
 
 
 def test_the_cluster_run_is_tracked_in_mlflow_with_its_model(submitted_run):
