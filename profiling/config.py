@@ -142,6 +142,9 @@ class PrivacyConfig(_Section):
     hash_user_ids: bool = False
     # The environment variable that holds the key: the key itself never sits in a file or in MLflow.
     key_env: str = Field("PROFILING_ID_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # The environment variable that holds the key of forget_requests' digests when ids are not
+    # pseudonymised (pseudonyms are digested under key_env's key); unset: no digests are kept.
+    audit_key_env: str = Field("PROFILING_AUDIT_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # Values of settings whose name says they are secret are masked wherever the config is shown.

@@ -9,9 +9,10 @@ key travels to the workers inside the UDF, never in a query plan, config or log.
 Every table whose contract has a ``user_id`` or ``other_user_id`` column loses the
 rows of those users (a social edge goes when either end is forgotten), and the
 quarantine loses the raw records that name them. Each delete is one Delta commit
-carrying the request id; ``forget_requests`` records the request with SHA-256
-digests of the ids, never the ids. Deleted rows stay in older Delta files until
-``VACUUM`` removes them (README, "Failure modes": forgetting a user).
+carrying the request id; ``forget_requests`` records the request with keyed
+digests (HMAC-SHA256) of the ids, never the ids: an unkeyed hash of a short or
+numeric id is reversed by hashing guesses. Deleted rows stay in older Delta files
+until ``VACUUM`` removes them (README, "Failure modes": forgetting a user).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def raw_user_id(column: str) -> Column:
 
 
 def pseudonym(key: bytes, user_id: str) -> str:
+    """HMAC-SHA256 of an id under ``key``, in hex: the pseudonym ingest stores, and the digest the audit keeps."""
     return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
 
@@ -64,6 +66,19 @@ def table_user_ids(config: ProfilingConfig, user_ids: list[str]) -> list[str]:
     """The ids as the tables hold them: pseudonyms when ``privacy.hash_user_ids`` is on."""
     key = id_key(config)
     return [pseudonym(key, u) for u in user_ids] if key else list(user_ids)
+
+
+def audit_key(config: ProfilingConfig) -> tuple[str, bytes | None]:
+    """The key of ``forget_requests``' digests, with the setting that names it (``("none", None)``: no key).
+
+    Pseudonymised ids are digested under the pseudonymisation key; plain ids under the key in
+    ``privacy.audit_key_env``, which the data never sees.
+    """
+    key = id_key(config)
+    if key:
+        return "privacy.key_env", key
+    value = os.environ.get(config.privacy.audit_key_env, "")
+    return ("privacy.audit_key_env", value.encode()) if value else ("none", None)
 
 
 def pseudonymise(checked: DataFrame, columns: list[str], key: bytes) -> DataFrame:
@@ -91,6 +106,7 @@ class ForgetResult:
     users: int
     rows_deleted: dict[str, int] = field(default_factory=dict)
     table_versions: dict[str, int] = field(default_factory=dict)
+    digest_key: str = "none"  # which key the audit digests are under: privacy.key_env, privacy.audit_key_env or none
 
 
 def _naming(name: str, ids: list[str]) -> Column | None:
@@ -128,9 +144,14 @@ def forget_users(spark: SparkSession, config: ProfilingConfig, user_ids: list[st
         result.table_versions[name] = current_version(spark, full)
         log.info("forget %s: %d rows deleted from %s (version %d)", result.request_id, deleted, full,
                  result.table_versions[name])
+    result.digest_key, key = audit_key(config)
+    if key is None:
+        log.warning("forget_requests records no digests of the ids: no key is configured; set the environment "
+                    "variable %s (privacy.audit_key_env) to record keyed (HMAC-SHA256) digests",
+                    config.privacy.audit_key_env)
     audit = spark.createDataFrame(
-        [(result.request_id, dt.datetime.now(dt.timezone.utc), len(ids),
-          [hashlib.sha256(u.encode()).hexdigest() for u in asked], result.rows_deleted, result.table_versions)],
+        [(result.request_id, dt.datetime.now(dt.timezone.utc), len(ids), [pseudonym(key, i) for i in ids] if key else [],
+          result.digest_key, result.rows_deleted, result.table_versions)],
         table("forget_requests").struct,
     )
     full = ensure_table(spark, config, "forget_requests")
