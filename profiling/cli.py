@@ -151,7 +151,7 @@ def forget(
     from profiling.ids import read_id_file
     from profiling.privacy import forget_users
 
-    cfg = _config(config, workdir, set_)
+    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
     ids = list(user or [])
     if users_file is not None:
         if not users_file.is_file():
