@@ -171,18 +171,21 @@ def evaluate(
 def forget(
     config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
     user: Annotated[Optional[list[str]], typer.Option("--user", help="A user id to forget (repeatable)")] = None,
-    users_file: Annotated[Optional[Path], typer.Option(help="A file of user ids, one per line")] = None,
+    users_file: Annotated[Optional[Path], typer.Option(help="A UTF-8 file of user ids, one per line")] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", help="Forget the ids found even when others match nothing")] = False,
 ) -> None:
-    """Delete users from every table that holds them and record the request (run VACUUM to purge files)."""
+    """Delete users from every table and MLflow explanation that names them; record the request (VACUUM purges)."""
+    from profiling.ids import read_id_file
     from profiling.privacy import forget_users
 
-    cfg = _config(config, workdir, set_)
+    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
     ids = list(user or [])
     if users_file is not None:
         if not users_file.is_file():
             raise ConfigError(f"--users-file {users_file} does not exist")
-        ids += users_file.read_text().splitlines()
-    result = forget_users(_session(cfg), cfg, ids)
+        ids += read_id_file(users_file)
+    result = forget_users(_session(cfg), cfg, ids, allow_missing)
     typer.echo(json.dumps(vars(result)))
 
 

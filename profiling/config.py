@@ -222,6 +222,9 @@ class PrivacyConfig(_Section):
         "Replace user ids at ingest by a keyed hash (HMAC-SHA256), the same in all three logs."))
     key_env: str = Field("PROFILING_ID_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
         "Environment variable holding the hash key: the key itself never sits in a config file or in MLflow."))
+    audit_key_env: str = Field("PROFILING_AUDIT_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "Environment variable holding the key of forget_requests' digests when ids are not pseudonymised "
+        "(pseudonyms are digested under key_env's key); unset: no digests are kept."))
 
 
 # Values of settings whose name says they are secret are masked wherever the config is shown.

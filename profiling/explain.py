@@ -281,3 +281,24 @@ def log_run_explanations(spark: SparkSession, config: ProfilingConfig, snapshot_
     if users:
         tracking.log_metrics({"strong_interests_mean": sum(k * c for k, c in strong.items()) / users})
     return paths
+
+
+def remove_users_from_logged_explanations(config: ProfilingConfig, user_ids: list[str]) -> tuple[int, int]:
+    """Take ``user_ids`` (as the tables hold them) out of the sample explanations of every run of the experiment.
+
+    A forgotten user's own explanation (JSON and PNG) is deleted; another user's is rewritten without them in
+    ``nearest_users`` (the remaining neighbours keep their cosines; none is added in their place) and its PNG
+    redrawn from the rewritten JSON. Returns (artifacts deleted, artifacts rewritten).
+    """
+    from profiling.figures import profile_figure
+
+    forgotten = set(user_ids)
+    deleted = rewritten = 0
+    for logged in tracking.logged_explanations(config):
+        if logged.doc["user_id"] in forgotten:
+            deleted += tracking.delete_explanation(config, logged)
+        elif any(n["user_id"] in forgotten for n in logged.doc["nearest_users"]):
+            doc = {**logged.doc, "nearest_users": [n for n in logged.doc["nearest_users"]
+                                                   if n["user_id"] not in forgotten]}
+            rewritten += tracking.replace_explanation(config, logged, doc, profile_figure(doc))
+    return deleted, rewritten

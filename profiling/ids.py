@@ -9,8 +9,12 @@ are trimmed by the same rule.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyspark.sql import Column
 from pyspark.sql import functions as F
+
+from profiling.exceptions import ConfigError
 
 ID_WHITESPACE = " \t\n\x0b\x0c\r"
 _EDGES = r"^[ \t\n\x0B\f\r]+|[ \t\n\x0B\f\r]+$"  # ID_WHITESPACE as a Java character class
@@ -32,3 +36,12 @@ def read_id_lines(text: str) -> list[str]:
     ``str.splitlines`` would also break at U+0085, U+2028 and U+001C-U+001E, which may be part of an id.
     """
     return [normalise_id(line) for line in text.split("\n") if normalise_id(line)]
+
+
+def read_id_file(path: Path) -> list[str]:
+    """Ids of a users file (UTF-8, a leading byte-order mark dropped) by :func:`read_id_lines`; read as
+    bytes, as text mode also ends lines at ``\\r``."""
+    try:
+        return read_id_lines(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"users file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None

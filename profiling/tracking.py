@@ -3,21 +3,31 @@
 One parent run per pipeline run, a nested run per stage; the whole resolved
 config as params; Delta versions read and written as tags; the encoder logged
 with a signature and registered. Stages call these helpers and never the
-fluent API directly.
+fluent API directly. ``profiling forget`` reaches the runs' logged sample
+explanations here too, through each run's artifact repository (local folders
+and served ``mlflow-artifacts:`` stores alike).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
+import posixpath
+import re
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.entities import ViewType
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from profiling.config import ProfilingConfig
@@ -27,6 +37,7 @@ from profiling.tables import TableVersion
 log = logging.getLogger(__name__)
 
 MODEL_ALIAS = "current"
+SAMPLE_EXPLANATION = re.compile(r"explain/sample_user_\d+\.json")
 
 
 def configure(config: ProfilingConfig) -> None:
@@ -159,6 +170,65 @@ def log_explanation(doc: dict, fig, stem: str) -> list[str]:
     """One user's explanation into the active run: ``<stem>.json`` and ``<stem>.png``."""
     mlflow.log_dict(doc, f"{stem}.json")
     return [f"{stem}.json", log_figure(fig, f"{stem}.png")]
+
+
+@dataclass(frozen=True)
+class LoggedExplanation:
+    """A sample explanation logged to a run: ``<stem>.json`` (``doc``) and ``<stem>.png`` among its artifacts."""
+
+    artifact_uri: str
+    stem: str
+    doc: dict
+
+
+def logged_explanations(config: ProfilingConfig) -> Iterator[LoggedExplanation]:
+    """Every sample explanation of every run of the experiment.
+
+    Deleted runs are included: their artifacts stay in the store until ``mlflow gc`` removes them.
+    """
+    client = MlflowClient(config.tracking_uri)
+    experiment = client.get_experiment_by_name(config.mlflow.experiment)
+    if experiment is None:
+        return
+    token = None
+    while True:
+        page = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, page_token=token)
+        for run in page:
+            repo = get_artifact_repository(run.info.artifact_uri, config.tracking_uri)
+            for info in repo.list_artifacts("explain"):
+                if info.is_dir or not SAMPLE_EXPLANATION.fullmatch(info.path):
+                    continue
+                with tempfile.TemporaryDirectory() as folder:
+                    doc = json.loads(Path(repo.download_artifacts(info.path, folder)).read_text())
+                yield LoggedExplanation(run.info.artifact_uri, info.path.removesuffix(".json"), doc)
+        token = page.token
+        if not token:
+            return
+
+
+def delete_explanation(config: ProfilingConfig, explanation: LoggedExplanation) -> int:
+    """Delete the explanation's JSON and PNG from its run; returns the number of artifacts deleted."""
+    repo = get_artifact_repository(explanation.artifact_uri, config.tracking_uri)
+    present = {info.path for info in repo.list_artifacts(posixpath.dirname(explanation.stem))}
+    gone = [path for path in (f"{explanation.stem}.json", f"{explanation.stem}.png") if path in present]
+    for path in gone:
+        repo.delete_artifacts(path)
+    return len(gone)
+
+
+def replace_explanation(config: ProfilingConfig, explanation: LoggedExplanation, doc: dict, fig) -> int:
+    """Overwrite the explanation's JSON with ``doc`` and its PNG with ``fig``; returns the artifacts written."""
+    from profiling.figures import save_png
+
+    repo = get_artifact_repository(explanation.artifact_uri, config.tracking_uri)
+    folder, name = posixpath.split(explanation.stem)
+    with tempfile.TemporaryDirectory() as local:
+        document, picture = Path(local) / f"{name}.json", Path(local) / f"{name}.png"
+        document.write_text(json.dumps(doc, indent=2))
+        save_png(fig, picture)
+        for path in (document, picture):
+            repo.log_artifact(str(path), folder)
+    return 2
 
 
 def load_encoder(config: ProfilingConfig, version: str):

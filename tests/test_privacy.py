@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from commands import ENV, PROFILING, profiling, sql_rows
+from commands import ENV, PROFILING, delta_table, profiling, sql_rows
 
 USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
                "user_profile_embeddings", "user_interest_weights", "user_interest_evidence"]
@@ -57,13 +57,16 @@ def forgotten(tmp_path_factory):
     return work, user, before, result
 
 
-def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit(forgotten, spark):
-    work, _, _, result = forgotten
+def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit_naming_no_id(forgotten):
+    work, user, _, result = forgotten
     assert all(result["rows_deleted"][t] > 0 for t in USER_TABLES), result["rows_deleted"]
     for t in USER_TABLES:
-        last = spark.sql(f"DESCRIBE HISTORY delta.`{work / 'warehouse' / 'profiling.db' / t}` LIMIT 1").first()
-        assert (last["operation"], last["userMetadata"]) == ("DELETE", result["request_id"])
+        history = delta_table(work, t).history()
+        last = max(history, key=lambda h: h["version"])
+        assert (last["operation"], last["userMetadata"]) == ("MERGE", result["request_id"])
         assert last["version"] == result["table_versions"][t]
+        # DESCRIBE HISTORY is readable by anyone who may read the table: no commit may name the id.
+        assert user not in json.dumps(history, default=str)
 
 
 def test_forget_removes_the_user_from_every_current_table(forgotten):
@@ -91,6 +94,19 @@ def test_after_vacuum_no_data_file_holds_the_user(forgotten, spark):
     finally:
         spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
     assert _files_naming(work / "warehouse", user) == []
+
+
+def test_forget_of_ids_that_match_nothing_is_one_line_and_exit_2_unless_allowed(forgotten):
+    """Runs after the tests above: forgetting the user again matches nothing (and --allow-missing adds an audit row)."""
+    work, user, _, _ = forgotten
+    proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", user, "--user", "nobody"],
+                          capture_output=True, text=True, timeout=900, env=ENV)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: forget: 2 of 2 ids match nothing in any table of profiling: 'nobody', {user!r}; nothing was deleted "
+        "(check the ids, or pass --allow-missing to forget the others)")
+    result = json.loads(profiling("forget", "--workdir", str(work), "--user", user, "--allow-missing").splitlines()[-1])
+    assert result["missing"] == [user] and set(result["rows_deleted"].values()) == {0}
 
 
 KEY = "test-only-pseudonym-key-5f1c"
@@ -175,12 +191,21 @@ def test_explain_takes_a_raw_id_and_shows_its_pseudonym(pseudonymous):
 
 
 def test_forget_takes_raw_ids_and_finds_their_pseudonyms(pseudonymous):
+    from profiling.privacy import pseudonym
+
     work, users, _ = pseudonymous
-    proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", users[0],
+    explanations = " ".join(p.read_text() for p in (work / "mlartifacts").rglob("explain/sample_user_*.json"))
+    user = next(u for u in users if pseudonym(KEY.encode(), u) in explanations)  # a sample user or a neighbour
+    proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", user,
                            "--set", "privacy.hash_user_ids=true"],
                           capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.splitlines()[-1])["rows_deleted"]["user_profile_embeddings"] == 1
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["rows_deleted"]["user_profile_embeddings"] == 1
+    assert result["artifacts_deleted"] + result["artifacts_rewritten"] > 0 and result["digest_key"] == "privacy.key_env"
+    explanations = " ".join(p.read_text() for p in (work / "mlartifacts").rglob("explain/sample_user_*.json"))
+    assert pseudonym(KEY.encode(), user) not in explanations
+    assert KEY not in proc.stdout + proc.stderr
 
 
 def test_hashing_without_a_key_is_a_one_line_config_error(tmp_path):

@@ -1,0 +1,190 @@
+"""`forget` in-process, on a pipeline run of its own (database `forgetting`, MLflow store and artifacts in
+a temporary workdir): ids are matched exactly as ingest stores them, ids that match nothing stop the
+request, the runs' sample explanations forget the user too, and the audit keeps keyed digests only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+SNAPSHOT = dt.date(2026, 11, 1)
+DATABASE = "forgetting"
+AUDIT_ENV = "PROFILING_AUDIT_KEY"
+AUDIT_KEY = "test-only-audit-key-93b0"
+USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
+               "user_profile_embeddings", "user_interest_weights", "user_interest_evidence"]
+# Generated users renamed (by their position among users with behaviour): ids that differ from
+# another id only by characters str.strip() takes for spaces or str.splitlines() for line ends.
+PLANTED = {"bob": 10, "bob\u00a0": 11, "alice": 12, "carol": 13, "alice\u0085carol": 14, "dave": 15, "erin": 16}
+
+
+def _plant_users(folder: Path) -> None:
+    """Rename generated users to PLANTED in every log, and quarantine one row each of bob and bob\\u00a0."""
+    behaviour = pd.read_csv(folder / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    active = list(dict.fromkeys(behaviour["user_id"]))
+    names = {active[i]: name for name, i in PLANTED.items()}
+    for log, columns in {"behaviour": ["user_id"], "preference": ["user_id"],
+                         "social": ["user_id", "other_user_id"]}.items():
+        frame = pd.read_csv(folder / f"{log}.csv.gz", dtype=str, keep_default_na=False)
+        for column in columns:
+            frame[column] = frame[column].replace(names)
+        if log == "behaviour":
+            bad = frame[frame["user_id"].isin(["bob", "bob\u00a0"])].groupby("user_id").head(1).assign(value="NaN")
+            frame = pd.concat([frame, bad])
+        frame.to_csv(folder / f"{log}.csv.gz", index=False, compression="gzip")
+
+
+@pytest.fixture(scope="module")
+def forgetting(spark, config, tmp_path_factory):
+    """A config of its own (database, workdir: MLflow store, artifacts, checkpoints), after a pipeline run
+    and a second infer run, so that the sample explanations live in two runs."""
+    from profiling.generate import generate_logs
+    from profiling.pipeline import run_infer, run_pipeline
+
+    root = tmp_path_factory.mktemp("forgetting")
+    data, work = root / "input", root / "work"
+    generate_logs(data, users=60, seed=23)
+    _plant_users(data)
+    work.mkdir()
+    cfg = config.model_copy(update={
+        "workdir": str(work),
+        "input": config.input.model_copy(update={"dir": str(data)}),
+        "catalog": config.catalog.model_copy(update={"database": DATABASE}),
+        "model": config.model.model_copy(update={"dim": 16}),
+        "train": config.train.model_copy(update={"epochs": 1}),
+    })
+    run_pipeline(spark, cfg, SNAPSHOT)
+    run_infer(spark, cfg, SNAPSHOT)
+    return cfg
+
+
+def _rows_naming(spark, user: str) -> dict[str, int]:
+    counts = {}
+    for name in USER_TABLES:
+        if name == "quarantine":
+            names = (F.get_json_object("raw_record", "$.user_id") == user) | (
+                F.get_json_object("raw_record", "$.other_user_id") == user)
+        elif name == "social_edges":
+            names = (F.col("user_id") == user) | (F.col("other_user_id") == user)
+        else:
+            names = F.col("user_id") == user
+        counts[name] = spark.table(f"{DATABASE}.{name}").where(names).count()
+    return counts
+
+
+def _versions(spark) -> dict[str, int]:
+    return {name: spark.sql(f"DESCRIBE HISTORY {DATABASE}.{name} LIMIT 1").first()["version"] for name in USER_TABLES}
+
+
+def _audit_rows(spark) -> list[dict]:
+    return [r.asDict() for r in spark.table(f"{DATABASE}.forget_requests").collect()]
+
+
+def _digest(user: str) -> str:
+    return hmac.new(AUDIT_KEY.encode(), user.encode(), hashlib.sha256).hexdigest()
+
+
+def _assert_audit_names_no_id(spark, users: list[str]) -> None:
+    """No raw id, and no unkeyed SHA-256 of one, anywhere in the audit table."""
+    values = [str(v) for row in _audit_rows(spark) for v in [*row.values(), *row["user_id_hmac"]]]
+    for user in users:
+        unkeyed = hashlib.sha256(user.encode()).hexdigest()
+        assert not [v for v in values if user in v or unkeyed in v], user
+
+
+def test_an_id_with_a_unicode_space_is_another_user(forgetting, spark, monkeypatch):
+    from profiling.privacy import forget_users
+
+    monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
+    bob, nbsp_bob = _rows_naming(spark, "bob"), _rows_naming(spark, "bob\u00a0")
+    assert bob["behaviour_events"] and bob["quarantine"] and nbsp_bob["behaviour_events"] and nbsp_bob["quarantine"]
+    result = forget_users(spark, forgetting, ["bob\u00a0"])
+    assert result.rows_deleted_per_user == {"bob\u00a0": nbsp_bob}
+    assert _rows_naming(spark, "bob\u00a0") == dict.fromkeys(USER_TABLES, 0)
+    assert _rows_naming(spark, "bob") == bob
+    audit = next(r for r in _audit_rows(spark) if r["request_id"] == result.request_id)
+    assert (audit["user_id_hmac"], audit["digest_key"]) == ([_digest("bob\u00a0")], "privacy.audit_key_env")
+    _assert_audit_names_no_id(spark, ["bob\u00a0", "bob"])
+
+
+def test_a_users_file_line_is_one_id_whatever_unicode_line_break_it_holds(forgetting, spark, tmp_path, monkeypatch):
+    from profiling.ids import read_id_file
+    from profiling.privacy import forget_users
+
+    monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
+    alice, carol = _rows_naming(spark, "alice"), _rows_naming(spark, "carol")
+    assert alice["behaviour_events"] and carol["behaviour_events"]
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes("alice\u0085carol\r\n\r\n".encode())
+    result = forget_users(spark, forgetting, read_id_file(ids))
+    assert list(result.rows_deleted_per_user) == ["alice\u0085carol"] and result.missing == []
+    assert _rows_naming(spark, "alice\u0085carol") == dict.fromkeys(USER_TABLES, 0)
+    assert (_rows_naming(spark, "alice"), _rows_naming(spark, "carol")) == (alice, carol)
+
+
+def test_ids_that_match_nothing_stop_the_request_before_anything_is_deleted(forgetting, spark, monkeypatch):
+    from profiling.privacy import UnknownUsers, forget_users
+
+    monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
+    dave, versions = _rows_naming(spark, "dave"), _versions(spark)
+    assert dave["behaviour_events"]
+    with pytest.raises(UnknownUsers) as raised:
+        forget_users(spark, forgetting, ["dave", "nobody", "dave\u00a0"])
+    assert "2 of 3 ids match nothing" in str(raised.value)
+    assert "'nobody'" in str(raised.value) and "'dave\\xa0'" in str(raised.value) and "\n" not in str(raised.value)
+    assert (_rows_naming(spark, "dave"), _versions(spark)) == (dave, versions)
+    result = forget_users(spark, forgetting, ["dave", "nobody"], allow_missing=True)
+    assert result.missing == ["nobody"]
+    assert result.rows_deleted_per_user == {"dave": dave, "nobody": dict.fromkeys(USER_TABLES, 0)}
+    assert _rows_naming(spark, "dave") == dict.fromkeys(USER_TABLES, 0)
+
+
+def _artifacts_naming(folder: Path, user: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and user.encode() in p.read_bytes()]
+
+
+def test_forget_reaches_the_sample_explanations_of_every_run(forgetting, spark, monkeypatch):
+    from profiling.privacy import forget_users
+
+    monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
+    artifacts = forgetting.workdir_path / "mlartifacts"
+    docs = {p: json.loads(p.read_text()) for p in sorted(artifacts.rglob("explain/sample_user_*.json"))}
+    assert len({p.parents[2] for p in docs}) == 2  # the pipeline's infer run and the second one
+    samples = {d["user_id"] for d in docs.values()}
+    sample = next(u for u in sorted(samples) if u not in PLANTED)
+    neighbour = next(n["user_id"] for d in docs.values() if d["user_id"] != sample for n in d["nearest_users"]
+                     if n["user_id"] not in samples | set(PLANTED))
+    forgotten = {sample, neighbour}
+    own = [p for p, d in docs.items() if d["user_id"] in forgotten]
+    listing = [p for p, d in docs.items()
+               if d["user_id"] not in forgotten and {n["user_id"] for n in d["nearest_users"]} & forgotten]
+    assert len(own) == 2 and listing and _artifacts_naming(artifacts, sample) and _artifacts_naming(artifacts, neighbour)
+    result = forget_users(spark, forgetting, [sample, neighbour])
+    assert _artifacts_naming(artifacts, sample) == [] and _artifacts_naming(artifacts, neighbour) == []
+    assert [p for p in own if p.exists() or p.with_suffix(".png").exists()] == []
+    for path in listing:
+        assert json.loads(path.read_text()) == {
+            **docs[path], "nearest_users": [n for n in docs[path]["nearest_users"] if n["user_id"] not in forgotten]}
+        assert path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert (result.artifacts_deleted, result.artifacts_rewritten) == (2 * len(own), 2 * len(listing))
+
+
+def test_without_an_audit_key_no_digest_is_kept_and_forget_warns(forgetting, spark, monkeypatch, caplog):
+    from profiling.privacy import forget_users
+
+    monkeypatch.delenv(AUDIT_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="profiling.privacy"):
+        result = forget_users(spark, forgetting, ["erin"])
+    audit = next(r for r in _audit_rows(spark) if r["request_id"] == result.request_id)
+    assert (audit["user_id_hmac"], audit["digest_key"], result.digest_key) == ([], "none", "none")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and AUDIT_ENV in warnings[0] and "\n" not in warnings[0]
+    _assert_audit_names_no_id(spark, ["erin"])
