@@ -204,7 +204,8 @@ def thrift_server_command(config: ProfilingConfig, port: int, host: str, jvm_cla
 
 
 def jdbc_url(config: ProfilingConfig, port: int, host: str) -> str:
-    return f"jdbc:hive2://{host}:{port}/{config.catalog.database}"
+    address = f"[{host}]" if ":" in host and not host.startswith("[") else host  # an IPv6 literal
+    return f"jdbc:hive2://{address}:{port}/{config.catalog.database}"
 
 
 def serve(config: ProfilingConfig, port: int, host: str, credentials: Mapping[str, str], jvm_classes: Path) -> None:
