@@ -26,11 +26,12 @@ import scala.jdk.javaapi.CollectionConverters;
  * <p>Settings: a JDBC URL can carry settings ({@code jdbc:hive2://host:port/db;?key=value}) that the
  * Thrift server copies into the new session without running SET. Some of them act during analysis,
  * before any check rule runs: {@code spark.sql.runSQLOnFiles} lists and samples files, a
- * {@code spark.sql.catalog.*} plugin connects where it is told, and keys outside {@code spark.*}
- * reach the Hadoop configuration (file systems). Those are pinned to the server's values; the
- * parser is the first thing every statement passes through. Other settings are left alone: Delta
- * changes some {@code spark.*} ones itself, and {@code hive.*} ones are HiveServer2's (its client and
- * the server each send a few with every session).
+ * {@code spark.sql.catalog.*} plugin connects where it is told, {@code spark.sql.analyzer.*} picks
+ * the analyzer that runs the rules, and keys outside {@code spark.*} reach the Hadoop configuration
+ * (file systems). Those are pinned to the server's values; the parser is the first thing every
+ * statement passes through. Other settings are left alone: Delta changes some {@code spark.*} ones
+ * itself, and {@code hive.*} ones are HiveServer2's (its client and the server each send a few with
+ * every session).
  *
  * <p>SQL scripts (BEGIN ... END): each statement in them would pass the check rule, but a read-only
  * server has no use for variables and loops, and Spark's script runner fails on the rule's refusals.
@@ -49,7 +50,7 @@ final class ReadOnlyParser implements ParserInterface {
 
     private static boolean isPinned(String key) {
         return key.equals("spark.sql.runSQLOnFiles") || key.startsWith("spark.sql.catalog.")
-                || !(key.startsWith("spark.") || key.startsWith("hive."));
+                || key.startsWith("spark.sql.analyzer.") || !(key.startsWith("spark.") || key.startsWith("hive."));
     }
 
     private static Map<String, String> pinnedSettings(SparkSession of) {
