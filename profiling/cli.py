@@ -321,14 +321,25 @@ def sql(
 def sql_server(
     config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
     port: Annotated[int, typer.Option(help="Thrift (JDBC) port")] = 10000,
-    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to bind: loopback unless --allow-remote")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Allow a non-loopback --host (no TLS: passwords and rows travel in clear)")] = False,
+    sql_user: Annotated[Optional[str], typer.Option(
+        "--sql-user", help="User name that PROFILING_SQL_PASSWORD logs in (default profiling)")] = None,
+    password_file: Annotated[Optional[Path], typer.Option(
+        "--password-file", help="File of user:password lines (chmod 600), instead of PROFILING_SQL_PASSWORD")] = None,
 ) -> None:
-    """Serve the catalog over JDBC (Spark's Thrift server) until stopped: beeline -u jdbc:hive2://HOST:PORT."""
-    from profiling.sql_server import jdbc_url, serve
+    """Serve the catalog read-only over JDBC (Spark's Thrift server) until stopped; clients need a password."""
+    from profiling.sql_server import bind_host_warning, compiled_jvm_classes, jdbc_url, serve, sql_credentials
 
     cfg = _config(config, workdir, set_)
-    typer.echo(f"serving {cfg.workdir_path} at {jdbc_url(cfg, port, host)} (stop with Ctrl-C)", err=True)
-    serve(cfg, port, host)
+    warning = bind_host_warning(host, allow_remote)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
+    credentials = sql_credentials(sql_user, password_file)
+    jvm_classes = compiled_jvm_classes()
+    typer.echo(f"serving {cfg.workdir_path} read-only at {jdbc_url(cfg, port, host)} (stop with Ctrl-C)", err=True)
+    serve(cfg, port, host, credentials, jvm_classes)
 
 
 @config_app.command("show")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,47 +65,6 @@ def test_generate_run_then_sql_json_counts_every_user(finished_run):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["dimension"] for r in rows] == ["category", "event_type", "source"]
     assert all(r["users"] == 60 for r in rows if r["dimension"] != "category")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_sql_server_answers_a_jdbc_client_over_the_same_catalog(finished_run, tmp_path):
-    from profiling.sql_server import spark_home
-
-    port = _free_port()
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    # The server logs ~100 KB at start: a file, not a pipe nobody drains (a full pipe blocks it).
-    log = tmp_path / "sql-server.log"
-    with log.open("w") as sink:
-        server = subprocess.Popen([PROFILING, "sql-server", "--workdir", str(finished_run), "--port", str(port)],
-                                  stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and server.poll() is None:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(2)
-        assert server.poll() is None, log.read_text()[-3000:]
-        # Spark's own JDBC client (Hive's beeline, shipped in the pyspark wheel).
-        beeline = subprocess.run(
-            [str(spark_home() / "bin" / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/profiling",
-             "--silent=true", "--outputformat=csv2", "-e",
-             "SELECT count(DISTINCT user_id) AS n FROM profiling.user_profile_embeddings; "
-             "SELECT count(DISTINCT user_id) AS n FROM profiling.user_top_interests WHERE rank = 1;"],
-            capture_output=True, text=True, timeout=180, env=env)
-        assert beeline.returncode == 0, beeline.stderr[-3000:]
-        lines = [line for line in beeline.stdout.splitlines() if line.strip()]
-        assert lines == ["n", "60", "n", "60"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    assert server.returncode is not None
 
 
 @pytest.mark.slow
