@@ -195,6 +195,8 @@ def thrift_server_command(config: ProfilingConfig, port: int, host: str, jvm_cla
     conf = {**catalog_conf(config), **config.spark.conf}
     conf["spark.sql.extensions"] = ",".join(filter(None, [conf.get("spark.sql.extensions"), READ_ONLY_EXTENSION]))
     conf["spark.sql.runSQLOnFiles"] = "false"  # no text.`/etc/...`; the guard refuses such reads too
+    # The web UI has no login and shows every session's SQL (and can kill jobs): off unless asked for.
+    conf.setdefault("spark.ui.enabled", "false")
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return command + ["spark-internal", "--hiveconf", f"hive.server2.thrift.port={port}",
