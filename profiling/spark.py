@@ -14,6 +14,7 @@ from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
 from profiling.config import ProfilingConfig
+from profiling.tables import warehouse_dir
 from profiling.workdir import lock_workdir
 
 # Delta's SQL extension and catalog, which every JVM reading the tables needs: this module's sessions,
@@ -30,7 +31,7 @@ def catalog_conf(config: ProfilingConfig) -> dict[str, str]:
     workdir = config.workdir_path
     return {
         **DELTA_SQL_CONF,
-        "spark.sql.warehouse.dir": str(workdir / "warehouse"),
+        "spark.sql.warehouse.dir": str(warehouse_dir(workdir)),
         "spark.hadoop.javax.jdo.option.ConnectionURL":
             f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true",
         "spark.driver.extraJavaOptions": java_option("derby.system.home", str(workdir)),

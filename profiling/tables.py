@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -31,6 +32,17 @@ class TableVersion:
 
 def qualified(config: ProfilingConfig, name: str) -> str:
     return f"{config.catalog.database}.{name}"
+
+
+def warehouse_dir(workdir: Path) -> Path:
+    """Where the embedded catalog keeps its managed tables (``spark.sql.warehouse.dir``)."""
+    return workdir / "warehouse"
+
+
+def table_dir(workdir: Path, database: str, name: str) -> Path:
+    """The folder of managed table ``database.name`` in a workdir's embedded catalog: Hive's layout,
+    ``<warehouse>/<database>.db/<name>``, so its Delta log can be read without asking the catalog."""
+    return warehouse_dir(workdir) / f"{database}.db" / name
 
 
 def ensure_table(spark: SparkSession, config: ProfilingConfig, name: str) -> str:
@@ -102,15 +114,19 @@ def ensure_views(spark: SparkSession, config: ProfilingConfig, written: str) -> 
             spark.sql(view.create_sql(db))
 
 
+def missing_table(config: ProfilingConfig, name: str) -> MissingStageOutput:
+    return MissingStageOutput(
+        f"table {qualified(config, name)} does not exist in {config.workdir_path}: run the stage that writes it first"
+    )
+
+
 def read_snapshot(
     spark: SparkSession, config: ProfilingConfig, name: str, snapshot_date: dt.date
 ) -> tuple[DataFrame, TableVersion]:
     """The rows of one snapshot, pinned to the table's current version (recorded by the caller)."""
     full = qualified(config, name)
     if not spark.catalog.tableExists(full):
-        raise MissingStageOutput(
-            f"table {full} does not exist in {config.workdir_path}: run the stage that writes it first"
-        )
+        raise missing_table(config, name)
     version = current_version(spark, full)
     df = spark.sql(f"SELECT * FROM {full} VERSION AS OF {version}").where(
         F.col("snapshot_date") == F.lit(snapshot_date)

@@ -26,7 +26,9 @@ def delta_table(workdir: Path, name: str, database: str = "profiling"):
     """A table of a workdir's embedded catalog, read in this process with delta-rs: no JVM."""
     from deltalake import DeltaTable
 
-    return DeltaTable(str(Path(workdir) / "warehouse" / f"{database}.db" / name))
+    from profiling.tables import table_dir
+
+    return DeltaTable(str(table_dir(Path(workdir), database, name)))
 
 
 def table_frame(workdir: Path, name: str, database: str = "profiling"):
