@@ -197,9 +197,12 @@ def explain(
     format_: Annotated[str, typer.Option("--format", help="text or json")] = "text",
     png: Annotated[Optional[Path], typer.Option(help="Also draw the profile into this PNG file")] = None,
 ) -> None:
-    """Explain one user's profile: interests, their evidence events, weights, nearest users, top items."""
+    """Explain one user's profile: interests, their evidence events, weights, nearest users, top items.
+    With the embedded catalog it reads the tables with delta-rs: no JVM, no workdir lock."""
     from profiling.explain import explain_users, format_text
     from profiling.privacy import table_user_ids
+    from profiling.snapshots import snapshot_reader
+    from profiling.workdir import require_catalog
 
     if format_ not in ("text", "json"):
         raise ConfigError(f"--format {format_!r}: expected text or json")
@@ -207,7 +210,8 @@ def explain(
         raise ConfigError(f"--png {png}: folder {png.parent} does not exist")
     cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
     date = parse_snapshot_date(snapshot_date) if snapshot_date else None
-    doc = explain_users(_session(cfg), cfg, table_user_ids(cfg, [user]), date)[0]
+    require_catalog(cfg)
+    doc = explain_users(snapshot_reader(cfg, lambda: _session(cfg)), cfg, table_user_ids(cfg, [user]), date)[0]
     typer.echo(json.dumps(doc, indent=2) if format_ == "json" else format_text(doc))
     if png is not None:
         from profiling.figures import profile_figure, save_png

@@ -1,8 +1,9 @@
 """Explain profiles: what a user's interests are, how strong, and which of their events show them.
 
 An explanation is a plain dict (the JSON of ``profiling explain --format json``,
-contract ``schemas/explain.schema.json``) built from one snapshot's tables and
-the registered encoder that wrote them: interest weights and vectors from
+contract ``schemas/explain.schema.json``) built from one snapshot's tables (the
+rows it needs, through :mod:`profiling.snapshots`: no JVM with the embedded
+catalog) and the registered encoder that wrote them: interest weights and vectors from
 ``user_profile_embeddings``, evidence events from ``user_interest_evidence``,
 dimension weights from ``user_interest_weights``. The encoder is re-run on the
 user's newest window for the evidence-attention heat map and the interests'
@@ -17,14 +18,15 @@ import datetime as dt
 import logging
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
 from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
-from profiling.model.inputs import FIRST_KEY
+from profiling.model.inputs import FEATURES, FIRST_KEY
+from profiling.snapshots import SnapshotReader, snapshot_reader
 from profiling.tables import qualified, read_snapshot
 
 log = logging.getLogger(__name__)
@@ -33,57 +35,73 @@ NEAREST_USERS = 5
 TOP_ITEMS = 10
 INTEREST_CATEGORIES = 3
 NEAR_DUPLICATE = 0.95  # interest vectors this close say the same thing (the text output flags them)
+NEAREST_BATCH = 65_536  # profiles compared at once in the nearest-user search: what bounds its memory
 
 
 class UnknownUser(MissingStageOutput):
     """The user has no profile in the snapshot asked for."""
 
 
-def newest_snapshot(spark: SparkSession, config: ProfilingConfig) -> dt.date:
+def newest_snapshot(tables: SnapshotReader, config: ProfilingConfig) -> dt.date:
     """The newest snapshot of ``user_profile_embeddings`` (what ``--snapshot-date`` defaults to)."""
-    full = qualified(config, "user_profile_embeddings")
-    newest = spark.table(full).agg(F.max("snapshot_date")).first()[0] if spark.catalog.tableExists(full) else None
+    newest = tables.newest_snapshot("user_profile_embeddings")
     if newest is None:
-        raise MissingStageOutput(f"table {full} holds no profiles in {config.workdir_path}: run the infer stage first")
+        raise MissingStageOutput(f"table {qualified(config, 'user_profile_embeddings')} holds no profiles in "
+                                 f"{config.workdir_path}: run the infer stage first")
     return newest
 
 
-def _for_users(spark, config, name, snapshot_date, ids) -> DataFrame:
-    df, _ = read_snapshot(spark, config, name, snapshot_date)
-    return df.where(F.col("user_id").isin(ids))
+def _for_users(tables: SnapshotReader, name: str, snapshot_date: dt.date, ids: list[str], columns: list[str],
+               order: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of ``ids`` in the snapshot, by user and then ``order``."""
+    rows = tables.rows(name, snapshot_date, columns, [{"user_id": ids}])
+    return rows.sort_by([(c, "ascending") for c in ("user_id", *order)]).to_pylist()
 
 
-def _nearest_users(profiles: DataFrame, user_id: str, embedding: np.ndarray, n: int) -> list[dict]:
-    """The ``n`` users whose profile embedding is closest (cosine) to ``embedding``, computed in Spark.
+def _nearest_users(tables: SnapshotReader, snapshot_date: dt.date, embeddings: dict[str, np.ndarray],
+                   n: int) -> dict[str, list[dict]]:
+    """For each user of ``embeddings``, the ``n`` other users whose profile embedding is closest (cosine).
 
-    ``orderBy().limit()`` runs as a per-partition top-n and a merge: no global sort of the users.
+    One pass over the snapshot's ``user_id`` and ``embedding`` columns, ``NEAREST_BATCH`` profiles at a
+    time, keeping each user's best ``n`` so far: memory stays bounded however many users there are.
     """
-    q = F.array(*[F.lit(float(x)) for x in embedding / max(float(np.linalg.norm(embedding)), 1e-12)])
-    dot = F.aggregate(F.zip_with("embedding", q, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
-    norm = F.sqrt(F.aggregate("embedding", F.lit(0.0), lambda acc, x: acc + x * x))
-    near = (profiles.where(F.col("user_id") != user_id)
-            .select("user_id", (dot / F.greatest(norm, F.lit(1e-12))).alias("cosine"))
-            .orderBy(F.desc("cosine"), "user_id").limit(n).collect())
-    return [{"user_id": r["user_id"], "cosine": round(float(r["cosine"]), 4)} for r in near]
+    ids = list(embeddings)
+    queries = np.stack([embeddings[u] / max(float(np.linalg.norm(embeddings[u])), 1e-12) for u in ids])
+    best = [(np.empty(0, dtype=object), np.empty(0)) for _ in ids]
+    for batch in tables.batches("user_profile_embeddings", snapshot_date, ["user_id", "embedding"], NEAREST_BATCH):
+        users = batch.column("user_id").to_numpy(zero_copy_only=False)
+        vectors = np.asarray(batch.column("embedding").flatten(), dtype=np.float64).reshape(len(users), -1)
+        cosine = vectors @ queries.T / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)[:, None]
+        for q, uid in enumerate(ids):
+            others = users != uid
+            best[q] = _top(np.concatenate([best[q][0], users[others]]),
+                           np.concatenate([best[q][1], cosine[others, q]]), n)
+    return {uid: [{"user_id": u, "cosine": round(float(c), 4)} for u, c in zip(*best[q])]
+            for q, uid in enumerate(ids)}
+
+
+def _top(users: np.ndarray, cosine: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` highest cosines, highest first; equal cosines in order of user id."""
+    if len(cosine) > n:
+        keep = cosine >= np.partition(cosine, len(cosine) - n)[len(cosine) - n]
+        users, cosine = users[keep], cosine[keep]
+    order = sorted(range(len(users)), key=lambda i: (-cosine[i], users[i]))[:n]
+    return users[order], cosine[order]
 
 
 class _Names:
-    """Vocabulary keys and item titles for the indices one explanation needs (looked up in one query each)."""
+    """Vocabulary keys and item titles for the indices one explanation needs (looked up in one read each)."""
 
-    def __init__(self, spark, config, snapshot_date, indices: dict[str, set[int]], item_ids: set[str]):
-        vocab, _ = read_snapshot(spark, config, "vocabularies", snapshot_date)
-        wanted = None
-        for dimension, idx in indices.items():
-            cond = (F.col("dimension") == dimension) & F.col("idx").isin(sorted(idx) or [-1])
-            wanted = cond if wanted is None else wanted | cond
-        small = F.col("dimension").isin(*WEIGHT_DIMENSIONS)
+    def __init__(self, tables: SnapshotReader, snapshot_date: dt.date, indices: dict[str, set[int]],
+                 item_ids: set[str]):
+        wanted = [{"dimension": WEIGHT_DIMENSIONS}] + [{"dimension": [d], "idx": sorted(idx)}
+                                                       for d, idx in indices.items()]
         self.keys: dict[str, dict[int, str]] = {}
-        for r in vocab.where(small | wanted).select("dimension", "idx", "key").collect():
+        for r in tables.rows("vocabularies", snapshot_date, ["dimension", "idx", "key"], wanted).to_pylist():
             self.keys.setdefault(r["dimension"], {})[r["idx"]] = r["key"]
-        items, _ = read_snapshot(spark, config, "items", snapshot_date)
         ids = sorted(set(self.keys.get("item", {}).values()) | item_ids)
-        self.items = {r["item_id"]: (r["title"], r["category"])
-                      for r in items.where(F.col("item_id").isin(ids or ["\0"])).collect()}
+        self.items = {r["item_id"]: (r["title"], r["category"]) for r in tables.rows(
+            "items", snapshot_date, ["item_id", "title", "category"], [{"item_id": ids}]).to_pylist()}
 
     def key(self, dimension: str, idx: int) -> str | None:
         return self.keys.get(dimension, {}).get(int(idx)) if idx >= FIRST_KEY else None
@@ -100,28 +118,33 @@ def _iso(ts: int | None) -> str | None:
 
 
 def explain_users(
-    spark: SparkSession, config: ProfilingConfig, user_ids: list[str], snapshot_date: dt.date | None = None
+    tables: SnapshotReader, config: ProfilingConfig, user_ids: list[str], snapshot_date: dt.date | None = None
 ) -> list[dict]:
     """One explanation per user id, ids as the tables hold them (see ``privacy.table_user_ids``)."""
     import torch
 
     from profiling.model.inputs import collate, profile_window
 
-    snapshot_date = snapshot_date or newest_snapshot(spark, config)
+    snapshot_date = snapshot_date or newest_snapshot(tables, config)
     ids = list(user_ids)
-    profiles, _ = read_snapshot(spark, config, "user_profile_embeddings", snapshot_date)
-    found = {r["user_id"]: r for r in profiles.where(F.col("user_id").isin(ids)).collect()}
+    found = {r["user_id"]: r for r in _for_users(
+        tables, "user_profile_embeddings", snapshot_date, ids,
+        ["user_id", "embedding", "interest_embeddings", "interest_weights", "model_version"])}
     for uid in ids:
         if uid not in found:
             hashed = " (ids are pseudonymised: privacy.hash_user_ids)" if config.privacy.hash_user_ids else ""
             raise UnknownUser(f"user {uid!r}{hashed} has no profile in "
                               f"{qualified(config, 'user_profile_embeddings')} for snapshot {snapshot_date} "
                               f"({config.workdir_path})")
-    sequences = {r["user_id"]: r for r in _for_users(spark, config, "user_sequences", snapshot_date, ids).collect()}
-    weights = _for_users(spark, config, "user_interest_weights", snapshot_date, ids).orderBy("rank").collect()
-    evidence = _for_users(spark, config, "user_interest_evidence", snapshot_date, ids).orderBy(
-        "interest", "rank").collect()
-    near = {u: _nearest_users(profiles, u, np.asarray(found[u]["embedding"]), NEAREST_USERS) for u in ids}
+    sequences = {r["user_id"]: r for r in _for_users(
+        tables, "user_sequences", snapshot_date, ids, ["user_id", "length", "ts", *FEATURES])}
+    weights = _for_users(tables, "user_interest_weights", snapshot_date, ids,
+                         ["user_id", "dimension", "key", "weight", "rank"], ("rank",))
+    evidence = _for_users(tables, "user_interest_evidence", snapshot_date, ids,
+                          ["user_id", "interest", "rank", "position", "item_id", "category", "event_type", "source",
+                           "attribute", "ts", "attention"], ("interest", "rank"))
+    near = _nearest_users(tables, snapshot_date, {u: np.asarray(found[u]["embedding"], dtype=np.float64) for u in ids},
+                          NEAREST_USERS)
     models = {v: tracking.load_encoder(config, v) for v in {found[u]["model_version"] for u in ids}}
 
     recent, top_items = {}, {}
@@ -146,7 +169,7 @@ def explain_users(
         needed["item"].update(int(i) for i in window["item"][start:])
         needed["attribute"].update(int(i) for i in window["attribute"][start:])
         needed["item"].update(int(i) for _, idx in top_items[uid] for i in idx)
-    names = _Names(spark, config, snapshot_date, needed, {e["item_id"] for e in evidence if e["item_id"]})
+    names = _Names(tables, snapshot_date, needed, {e["item_id"] for e in evidence if e["item_id"]})
 
     docs = []
     for uid in ids:
@@ -264,7 +287,8 @@ def log_run_explanations(spark: SparkSession, config: ProfilingConfig, snapshot_
         sample = [r["user_id"] for r in sequences.where(F.col("length") > 0).select("user_id")
                   .orderBy(F.xxhash64("user_id"), "user_id").limit(n).collect()]
         if sample:
-            for i, doc in enumerate(explain_users(spark, config, sample, snapshot_date)):
+            for i, doc in enumerate(explain_users(snapshot_reader(config, lambda: spark), config, sample,
+                                                  snapshot_date)):
                 paths += tracking.log_explanation(doc, profile_figure(doc), f"explain/sample_user_{i + 1}")
     threshold = config.explain.strong_interest
     strong = {r["n"]: r["count"] for r in profiles.select(

@@ -1,0 +1,127 @@
+"""Rows of one snapshot of the catalog's tables, for commands that read a few of them.
+
+``profiling explain`` needs a user's rows from a handful of tables; a Spark session
+for them cost about two minutes on the demo workdir. With the embedded catalog
+every table is a managed table at a known folder (:func:`profiling.tables.table_dir`),
+so :class:`DeltaSnapshotReader` reads its Delta log and files in this process with
+delta-rs: no JVM. A shared Hive metastore decides where its tables live (and how to
+reach them), so there :class:`SparkSnapshotReader` asks Spark. :func:`snapshot_reader`
+chooses once; both return Arrow, so what is computed from the rows is the same code.
+
+``where`` selects rows as a list of conditions, any of which a row must meet; each
+maps columns to the values allowed in them (``[{"user_id": ids}]``). An empty list
+of values allows none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from profiling.config import ProfilingConfig
+from profiling.tables import missing_table, qualified, read_snapshot, table_dir
+from profiling.workdir import uses_embedded_catalog
+
+Where = Sequence[Mapping[str, Sequence]]
+
+
+class SnapshotReader(Protocol):
+    """The reads of one snapshot that an explanation needs, whichever engine does them."""
+
+    def newest_snapshot(self, name: str) -> dt.date | None:
+        """The newest ``snapshot_date`` of table ``name`` (None: no table, or no rows)."""
+
+    def rows(self, name: str, snapshot_date: dt.date, columns: list[str], where: Where) -> pa.Table:
+        """``columns`` of the snapshot's rows that meet ``where``."""
+
+    def batches(self, name: str, snapshot_date: dt.date, columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
+        """``columns`` of every row of the snapshot, at most ``size`` rows at a time."""
+
+
+class DeltaSnapshotReader:
+    """The embedded catalog's tables read from their folders with delta-rs, in this process.
+
+    It takes no workdir lock: the lock keeps a second JVM off the Derby metastore, which this never
+    opens. Each table is read at the version its log names when first opened here; a writer never
+    changes the files of a committed version (it adds files and commits a new version atomically),
+    so a stage running meanwhile cannot show it half a write.
+    """
+
+    def __init__(self, config: ProfilingConfig):
+        self.config = config
+        self._tables: dict[str, DeltaTable | None] = {}
+
+    def _table(self, name: str) -> DeltaTable | None:
+        if name not in self._tables:
+            path = str(table_dir(self.config.workdir_path, self.config.catalog.database, name))
+            self._tables[name] = DeltaTable(path) if DeltaTable.is_deltatable(path) else None
+        return self._tables[name]
+
+    def _snapshot(self, name: str, snapshot_date: dt.date) -> ds.Dataset:
+        """The table's files of that snapshot only (partition pruning), as a pyarrow dataset."""
+        table = self._table(name)
+        if table is None:
+            raise missing_table(self.config, name)
+        return table.to_pyarrow_dataset(file_pruning_predicate=[("snapshot_date", "=", snapshot_date.isoformat())])
+
+    def newest_snapshot(self, name: str) -> dt.date | None:
+        table = self._table(name)
+        dates = [p["snapshot_date"] for p in table.partitions()] if table is not None else []
+        return dt.date.fromisoformat(max(dates)) if dates else None
+
+    def rows(self, name: str, snapshot_date: dt.date, columns: list[str], where: Where) -> pa.Table:
+        met = _any_of(where, lambda column, values: ds.field(column).isin(list(values)), ds.scalar(False))
+        return self._snapshot(name, snapshot_date).to_table(columns=columns, filter=met)
+
+    def batches(self, name: str, snapshot_date: dt.date, columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
+        return self._snapshot(name, snapshot_date).to_batches(columns=columns, batch_size=size)
+
+
+class SparkSnapshotReader:
+    """The tables read through a Spark session, at their current version: for a shared Hive metastore."""
+
+    def __init__(self, spark: SparkSession, config: ProfilingConfig):
+        self.spark = spark
+        self.config = config
+
+    def newest_snapshot(self, name: str) -> dt.date | None:
+        full = qualified(self.config, name)
+        if not self.spark.catalog.tableExists(full):
+            return None
+        return self.spark.table(full).agg(F.max("snapshot_date")).first()[0]
+
+    def rows(self, name: str, snapshot_date: dt.date, columns: list[str], where: Where) -> pa.Table:
+        df, _ = read_snapshot(self.spark, self.config, name, snapshot_date)
+        met = _any_of(where, lambda column, values: F.col(column).isin(list(values)), F.lit(False))
+        return df.where(met).select(*columns).toArrow()
+
+    def batches(self, name: str, snapshot_date: dt.date, columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
+        df, _ = read_snapshot(self.spark, self.config, name, snapshot_date)
+        rows = df.select(*columns).toLocalIterator()  # one partition at a time on the driver
+        while chunk := list(itertools.islice(rows, size)):
+            yield pa.RecordBatch.from_pylist([r.asDict() for r in chunk])
+
+
+def _any_of(where: Where, allowed: Callable, none):
+    """``where`` as one condition of an engine, from its membership test ``allowed`` and its false ``none``."""
+    met = [functools.reduce(operator.and_, [allowed(c, v) for c, v in condition.items()])
+           for condition in where if all(condition.values())]
+    return functools.reduce(operator.or_, met) if met else none
+
+
+def snapshot_reader(config: ProfilingConfig, spark: Callable[[], SparkSession]) -> SnapshotReader:
+    """delta-rs where the tables are the embedded catalog's, under the workdir's warehouse; else Spark
+    (``spark()`` builds or returns the session, and is called only then)."""
+    if uses_embedded_catalog(config) and "spark.sql.warehouse.dir" not in config.spark.conf:
+        return DeltaSnapshotReader(config)
+    return SparkSnapshotReader(spark(), config)
