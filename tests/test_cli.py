@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -13,8 +14,8 @@ import pytest
 PROFILING = str(Path(sys.executable).parent / "profiling")
 
 
-def _run(*args, check=True):
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+def _run(*args, check=True, env=None):
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **(env or {})}
     proc = subprocess.run([PROFILING, *args], capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"profiling {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
@@ -89,3 +90,17 @@ def test_explain_prints_json_that_validates_and_draws_the_png(finished_run, tmp_
     assert unknown.stderr.strip().splitlines()[-1].startswith(
         "error: user 'nobody' has no profile in profiling.user_profile_embeddings for snapshot 2026-10-05")
     assert "Traceback" not in unknown.stderr
+
+
+@pytest.mark.slow
+def test_explain_and_current_model_start_no_jvm_and_take_no_lock(finished_run, tmp_path):
+    no_java = {"JAVA_HOME": str(tmp_path / "no-java")}  # spark-submit runs $JAVA_HOME/bin/java
+    spark = _run("sql", "--workdir", str(finished_run), "SELECT 1", check=False, env=no_java)
+    assert spark.returncode != 0 and "JAVA_GATEWAY_EXITED" in spark.stderr  # a JVM cannot start
+    with open(finished_run / ".lock", "a") as lock:  # as a running stage holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        doc = json.loads(_run("explain", "--workdir", str(finished_run), "--user", "u000007", "--format", "json",
+                              env=no_java).stdout)
+    assert doc["user_id"] == "u000007" and doc["nearest_users"]
+    model = json.loads(_run("current-model", "--workdir", str(finished_run), env=no_java).stdout)
+    assert model["version"] == "1"

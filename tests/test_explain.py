@@ -21,10 +21,33 @@ def _snapshot(spark, config, name):
 
 
 @pytest.fixture(scope="module")
-def buyer_doc(pipeline, spark, config):
+def buyer_doc(pipeline, config):
+    """The buyer explained from the tables as delta-rs reads them: no JVM."""
     from profiling.explain import explain_users
+    from profiling.snapshots import DeltaSnapshotReader
 
-    return explain_users(spark, config, ["buyer"], SNAPSHOT)[0]
+    return explain_users(DeltaSnapshotReader(config), config, ["buyer"], SNAPSHOT)[0]
+
+
+def test_the_spark_reader_gives_the_same_explanation(pipeline, spark, config, buyer_doc):
+    from profiling.explain import explain_users
+    from profiling.snapshots import SparkSnapshotReader
+
+    assert explain_users(SparkSnapshotReader(spark, config), config, ["buyer"], SNAPSHOT)[0] == buyer_doc
+
+
+def test_tables_are_read_without_spark_unless_a_shared_metastore_holds_them(config):
+    from profiling.snapshots import DeltaSnapshotReader, SparkSnapshotReader, snapshot_reader
+
+    def no_session():
+        raise AssertionError("the embedded catalog's tables must be read without a Spark session")
+
+    assert isinstance(snapshot_reader(config, no_session), DeltaSnapshotReader)
+    for shared in ({"spark.hadoop.hive.metastore.uris": "thrift://metastore:9083"},
+                   {"spark.sql.warehouse.dir": "s3a://bucket/warehouse"}):
+        elsewhere = config.model_copy(update={"spark": config.spark.model_copy(update={"conf": shared})})
+        reader = snapshot_reader(elsewhere, lambda: "session")
+        assert isinstance(reader, SparkSnapshotReader) and reader.spark == "session"
 
 
 def test_evidence_holds_the_top_events_of_each_interest_as_the_sequences_have_them(pipeline, spark, config,
@@ -116,12 +139,13 @@ def test_text_names_interests_and_lists_their_evidence(buyer_doc):
     assert "nearest users (cosine of profile embeddings): " + buyer_doc["nearest_users"][0]["user_id"] in text
 
 
-def test_an_unknown_user_is_one_clear_error(pipeline, spark, config):
+def test_an_unknown_user_is_one_clear_error(pipeline, config):
     from profiling.explain import UnknownUser, explain_users
+    from profiling.snapshots import DeltaSnapshotReader
 
     with pytest.raises(UnknownUser, match=r"user 'nobody' has no profile in profiling\.user_profile_embeddings "
                                           r"for snapshot 2026-11-01"):
-        explain_users(spark, config, ["nobody"], SNAPSHOT)
+        explain_users(DeltaSnapshotReader(config), config, ["nobody"], SNAPSHOT)
 
 
 def _png(data: bytes) -> Image.Image:
