@@ -132,7 +132,3 @@ def read_snapshot(
         F.col("snapshot_date") == F.lit(snapshot_date)
     )
     return df, TableVersion(full, version)
-
-
-def table_location(spark: SparkSession, full_name: str) -> str:
-    return spark.sql(f"DESCRIBE DETAIL {full_name}").first()["location"]
