@@ -88,8 +88,8 @@ def format_table(results: list[DatasetBenchmark]) -> str:
     for r in results:
         for name, figures in r.models.items():
             wall = f"{r.run_seconds:.0f} s" if name == "profiling" else ""
-            lines.append(f"| {r.dataset} | {name} | " + " | ".join(f"{figures[c]:.4f}" for c in COLUMNS)
-                         + f" | {wall} |")
+            cells = [f"{figures[c]:.4f}" for c in COLUMNS] if figures else ["not fitted"] + [""] * (len(COLUMNS) - 1)
+            lines.append(f"| {r.dataset} | {name} | " + " | ".join(cells) + f" | {wall} |")
         for name, figures in r.peers.items():
             wall = f"{figures['seconds']} s" if "seconds" in figures else ""
             lines.append(f"| {r.dataset} | {name} (peer) | "

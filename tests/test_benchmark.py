@@ -26,3 +26,10 @@ def test_the_table_lists_every_model_and_peer_with_the_run_time():
     assert [r.split(" | ")[1] for r in rows] == ["profiling", "popularity", "SASRec (peer)", "GRU4Rec (peer)"]
     assert rows[0].endswith("| 250 s |") and rows[2].endswith("| 900 s |")
     assert "ml-100k: profiling recall@10 = 1.20 x best peer (SASRec)" in table
+
+
+def test_a_baseline_that_could_not_be_fitted_is_a_row_that_says_so():
+    result = _result()
+    result.models["als"] = None
+    row = next(line for line in format_table([result]).splitlines() if line.startswith("| ml-100k | als |"))
+    assert row.split(" | ")[2] == "not fitted"
