@@ -124,9 +124,12 @@ class ProgressLines(logging.Handler):
     def _print(self, depth: int, text: Text) -> None:
         self.console.print(Text("  " * depth) + text, soft_wrap=True, highlight=False)
 
-    def _status(self) -> Spinner:
-        innermost = self.running[-1]
-        shown = Text(" › ".join(step.name for step in self.running), no_wrap=True, overflow="ellipsis")
+    def _status(self) -> Spinner | Text:
+        running = list(self.running)  # the live display refreshes from its own thread
+        if not running:
+            return Text()
+        innermost = running[-1]
+        shown = Text(" › ".join(step.name for step in running), no_wrap=True, overflow="ellipsis")
         if innermost.latest:
             shown.append(f": {innermost.latest}")
         shown.append(f"  {time.monotonic() - innermost.started:.0f} s", style="dim")
