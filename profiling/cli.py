@@ -1,14 +1,18 @@
 """The ``profiling`` command: one subcommand per stage, plus run, demo, generate, sql and config.
 
-Parses arguments, loads and validates the config once, builds the session and
-calls the library. Errors a user can fix (config, input, missing stage output)
-print one line and exit 2 instead of a stack trace.
+Parses arguments, loads and validates the config once, checks what can be
+checked without Spark, builds the session and calls the library. Errors a user
+can fix (config, input, missing stage output) print one line and exit 2 instead
+of a stack trace. The console shows profiling's own progress; what Spark, Ivy,
+Hive and the workers print goes to a log file in the workdir (``--verbose``:
+to the console, as under spark-submit), see ``profiling.console``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -19,6 +23,7 @@ import typer
 from profiling.config import (
     Layer, ProfilingConfig, ResolvedConfig, parse_overrides, parse_snapshot_date, resolve_config,
 )
+from profiling.console import PLAIN_FORMAT, restore_terminal, show_progress, shown_path
 from profiling.exceptions import ConfigError, ProfilingError, QueryError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -32,16 +37,27 @@ WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Folder for tables, cat
 DateOpt = Annotated[Optional[str], typer.Option("--snapshot-date", help="YYYY-MM-DD (default: today, UTC)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.epochs=5")]
 InputOpt = Annotated[Optional[Path], typer.Option("--input", help="Folder with behaviour/preference/social/items logs")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help=(
+    "Show what Spark, Ivy, Hive and the workers print on the console instead of in <workdir>/logs"))]
 
 
 def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    """profiling's records as progress lines on the console; under spark-submit as timestamped lines
+    among Spark's own, where operators read them."""
+    from profiling.spark import launched_by_spark_submit
+
+    if launched_by_spark_submit():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PLAIN_FORMAT)
+    else:
+        handler = show_progress(sys.stderr)
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-    for noisy in ("py4j", "mlflow", "alembic"):
+    for noisy in ("py4j", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow sets its loggers' level from this variable when imported (here and in the training processes).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # pyspark logs every failed query as a JSON line; the CLI's one-line error already says it.
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
@@ -62,21 +78,60 @@ def _config(config: Path | None, workdir: Path | None, sets: list[str] | None,
     return _resolve(config, workdir, sets, input_dir).config
 
 
-def _session(cfg: ProfilingConfig, create: bool = False):
-    """The Spark session of ``cfg``'s workdir; only the commands that write a catalog (``create``) may
-    start one in a folder that holds none: a mistyped ``--workdir`` is an error, not a new empty catalog."""
-    from profiling.spark import build_spark_session
+def _existing_workdir(cfg: ProfilingConfig) -> ProfilingConfig:
+    """``cfg``, once its workdir is known to hold a catalog. Only the commands that write one (ingest,
+    run, demo) may start in a folder that holds none: for the others a mistyped ``--workdir`` is an
+    error, not a new empty catalog."""
     from profiling.workdir import require_catalog
 
-    if not create:
-        require_catalog(cfg)
+    require_catalog(cfg)
+    return cfg
+
+
+def _check_inputs(cfg: ProfilingConfig) -> None:
+    """What ingest would refuse about its settings: a log that is not there, a missing id key."""
+    from profiling.ingest import resolve_input_paths
+    from profiling.privacy import id_key
+
+    resolve_input_paths(cfg)
+    id_key(cfg)
+
+
+def _check_devices(cfg: ProfilingConfig) -> None:
+    """GPU settings that cannot work on this driver (train, then infer)."""
+    from profiling.infer import check_scoring_device
+    from profiling.train.launch import distributor_args
+
+    distributor_args(cfg.train)
+    check_scoring_device(cfg)
+
+
+def _session(cfg: ProfilingConfig, verbose: bool, command: str):
+    """The Spark session of ``cfg``'s workdir for ``command``, asked for once every argument and
+    setting is checked.
+
+    Unless ``--verbose``, under spark-submit (whose log operators read) or in a process that runs a
+    session already, what the JVM and everything after it print goes to
+    ``<workdir>/logs/<command>-<UTC time>.log`` from here to the end of the command, and Spark's
+    progress bars, which would only fill that file, are off.
+    """
+    from pyspark.sql import SparkSession
+
+    from profiling.console import log_spark_output
+    from profiling.spark import build_spark_session, launched_by_spark_submit
+    from profiling.workdir import lock_workdir
+
+    if not verbose and not launched_by_spark_submit() and SparkSession.getActiveSession() is None:
+        lock_workdir(cfg)  # a workdir in use is refused before a log is opened in it
+        log_spark_output(cfg.workdir_path / "logs", command)
+        cfg = cfg.model_copy(update={"spark": cfg.spark.model_copy(update={"show_progress": False})})
     return build_spark_session(cfg)
 
 
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="Folder to write the logs to")],
-    users: Annotated[int, typer.Option(help="Number of users")] = 2000,
+    users: Annotated[int, typer.Option(help="Number of users", min=1)] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
 ) -> None:
     """Write synthetic logs with planted interests (and ground_truth.csv.gz) in the input layout."""
@@ -88,37 +143,40 @@ def generate(
 
 @app.command()
 def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-           set_: SetOpt = None, input_dir: InputOpt = None) -> None:
+           set_: SetOpt = None, input_dir: InputOpt = None, verbose: VerboseOpt = False) -> None:
     """Validate the logs into Delta tables; rejected rows go to the quarantine table."""
     from profiling.pipeline import run_ingest
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)
-    result = run_ingest(_session(cfg, create=True), cfg, date)
+    _check_inputs(cfg)
+    result = run_ingest(_session(cfg, verbose, "ingest"), cfg, date)
     typer.echo(json.dumps(result.report.to_dict()))
 
 
 @app.command()
 def sequences(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-              set_: SetOpt = None) -> None:
+              set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
     """Build one time-ordered multidimensional event sequence per user."""
     from profiling.pipeline import run_sequences
 
-    cfg = _config(config, workdir, set_)
+    cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
-    result = run_sequences(_session(cfg), cfg, date)
+    result = run_sequences(_session(cfg, verbose, "sequences"), cfg, date)
     typer.echo(json.dumps({"users": result.users}))
 
 
 @app.command()
 def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-          set_: SetOpt = None) -> None:
+          set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
     """Train the encoder with TorchDistributor and register it in MLflow."""
     from profiling.pipeline import run_train
+    from profiling.train.launch import distributor_args
 
-    cfg = _config(config, workdir, set_)
+    cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
-    result = run_train(_session(cfg), cfg, date)
+    distributor_args(cfg.train)
+    result = run_train(_session(cfg, verbose, "train"), cfg, date)
     typer.echo(json.dumps({"model_version": result.model_version, "best_epoch": result.best_epoch + 1,
                            "epochs_run": result.epochs_run, "resumed_after_epoch": result.resumed_after_epoch,
                            "metrics": result.metrics}))
@@ -127,14 +185,18 @@ def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
 @app.command()
 def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
           set_: SetOpt = None,
-          model_version: Annotated[Optional[str], typer.Option(help="Registered version (default: @current)")] = None
-          ) -> None:
+          model_version: Annotated[Optional[str], typer.Option(help="Registered version (default: @current)")] = None,
+          verbose: VerboseOpt = False) -> None:
     """Score every user and write the profile tables."""
+    from profiling.infer import check_scoring_device
     from profiling.pipeline import run_infer
+    from profiling.tracking import registered_version
 
-    cfg = _config(config, workdir, set_)
+    cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
-    result = run_infer(_session(cfg), cfg, date, model_version)
+    check_scoring_device(cfg)
+    version = registered_version(cfg, model_version)
+    result = run_infer(_session(cfg, verbose, "infer"), cfg, date, version)
     typer.echo(json.dumps({"users": result.users, "model_version": result.model_version}))
 
 
@@ -144,15 +206,18 @@ def evaluate(
     model_version: Annotated[Optional[str], typer.Option(help="Registered version (default: @current)")] = None,
     ground_truth: Annotated[Optional[Path], typer.Option(help="ground_truth.csv.gz of generated data")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Leave-last-out, full-ranking test metrics of the encoder, most-popular and ALS."""
     from profiling.pipeline import run_evaluate
+    from profiling.tracking import registered_version
 
-    cfg = _config(config, workdir, set_)
+    cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
     if ground_truth is not None and not ground_truth.is_file():
         raise ConfigError(f"--ground-truth {ground_truth} does not exist")
-    result = run_evaluate(_session(cfg), cfg, date, model_version, ground_truth)
+    version = registered_version(cfg, model_version)
+    result = run_evaluate(_session(cfg, verbose, "evaluate"), cfg, date, version, ground_truth)
     if json_:
         typer.echo(json.dumps(result.to_dict()))
         return
@@ -174,18 +239,22 @@ def forget(
     users_file: Annotated[Optional[Path], typer.Option(help="A UTF-8 file of user ids, one per line")] = None,
     allow_missing: Annotated[bool, typer.Option(
         "--allow-missing", help="Forget the ids found even when others match nothing")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Delete users from every table and MLflow explanation that names them; record the request (VACUUM purges)."""
-    from profiling.ids import read_id_file
-    from profiling.privacy import forget_users
+    from profiling.ids import normalise_id, read_id_file
+    from profiling.privacy import forget_users, id_key
 
-    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
+    cfg = _existing_workdir(_config(config, workdir, (set_ or []) + ["spark.show_progress=false"]))
     ids = list(user or [])
     if users_file is not None:
         if not users_file.is_file():
             raise ConfigError(f"--users-file {users_file} does not exist")
         ids += read_id_file(users_file)
-    result = forget_users(_session(cfg), cfg, ids, allow_missing)
+    if not any(normalise_id(i) for i in ids):
+        raise ConfigError("forget: no user ids given (--user ID or --users-file FILE)")
+    id_key(cfg)
+    result = forget_users(_session(cfg, verbose, "forget"), cfg, ids, allow_missing)
     typer.echo(json.dumps(vars(result)))
 
 
@@ -196,28 +265,28 @@ def explain(
     snapshot_date: Annotated[Optional[str], typer.Option("--snapshot-date", help="YYYY-MM-DD (default: newest)")] = None,
     format_: Annotated[str, typer.Option("--format", help="text or json")] = "text",
     png: Annotated[Optional[Path], typer.Option(help="Also draw the profile into this PNG file")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Explain one user's profile: interests, their evidence events, weights, nearest users, top items.
     With the embedded catalog it reads the tables with delta-rs: no JVM, no workdir lock."""
     from profiling.explain import explain_users, format_text
     from profiling.privacy import table_user_ids
     from profiling.snapshots import snapshot_reader
-    from profiling.workdir import require_catalog
 
     if format_ not in ("text", "json"):
         raise ConfigError(f"--format {format_!r}: expected text or json")
     if png is not None and not png.parent.is_dir():
         raise ConfigError(f"--png {png}: folder {png.parent} does not exist")
-    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
+    cfg = _existing_workdir(_config(config, workdir, (set_ or []) + ["spark.show_progress=false"]))
     date = parse_snapshot_date(snapshot_date) if snapshot_date else None
-    require_catalog(cfg)
-    doc = explain_users(snapshot_reader(cfg, lambda: _session(cfg)), cfg, table_user_ids(cfg, [user]), date)[0]
+    ids = table_user_ids(cfg, [user])
+    doc = explain_users(snapshot_reader(cfg, lambda: _session(cfg, verbose, "explain")), cfg, ids, date)[0]
     typer.echo(json.dumps(doc, indent=2) if format_ == "json" else format_text(doc))
     if png is not None:
         from profiling.figures import profile_figure, save_png
 
         save_png(profile_figure(doc), png)
-        typer.echo(f"figure written to {png}", err=True)
+        log.info("figure written to %s", png)
 
 
 @app.command("current-model")
@@ -230,32 +299,40 @@ def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: Se
 
 @app.command()
 def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-        set_: SetOpt = None, input_dir: InputOpt = None) -> None:
+        set_: SetOpt = None, input_dir: InputOpt = None, verbose: VerboseOpt = False) -> None:
     """Run every stage: ingest, sequences, train, infer."""
     from profiling.pipeline import run_pipeline
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)
-    result = run_pipeline(_session(cfg, create=True), cfg, date)
+    _check_inputs(cfg)
+    _check_devices(cfg)
+    result = run_pipeline(_session(cfg, verbose, "run"), cfg, date)
     typer.echo(json.dumps({"mlflow_run_id": result.run_id, "users": result.infer.users,
                            "model_version": result.infer.model_version}))
 
 
 @app.command()
 def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-         set_: SetOpt = None, users: Annotated[int, typer.Option(help="Synthetic users")] = 2000) -> None:
+         set_: SetOpt = None, users: Annotated[int, typer.Option(help="Synthetic users", min=1)] = 2000,
+         verbose: VerboseOpt = False) -> None:
     """Generate synthetic logs, run the whole pipeline on them and print a summary (config: conf/demo.yaml)."""
+    from profiling import progress
     from profiling.config import DEMO_CONFIG
     from profiling.demo import print_summary
     from profiling.generate import generate_logs
     from profiling.pipeline import run_pipeline
+    from profiling.privacy import id_key
 
     cfg = _config(config or DEMO_CONFIG, workdir, set_)
     date = parse_snapshot_date(snapshot_date)
+    id_key(cfg)
+    _check_devices(cfg)
     data = cfg.workdir_path / "input"
-    generate_logs(data, users=users)
+    with progress.step(f"generating the logs of {users:,} synthetic users in {shown_path(data)}"):
+        generate_logs(data, users=users)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"dir": str(data)})})
-    spark = _session(cfg, create=True)
+    spark = _session(cfg, verbose, "demo")
     result = run_pipeline(spark, cfg, date)
     print_summary(spark, cfg, date, result)
 
@@ -264,7 +341,8 @@ def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Da
 def benchmark(
     dataset: Annotated[Optional[list[str]], typer.Option(help="Folder name under --datasets-dir (repeatable)")] = None,
     datasets_dir: Annotated[Path, typer.Option(help="Where the datasets live")] = Path("../shared/datasets"),
-    generated_users: Annotated[int, typer.Option(help="Also benchmark N generated users with fidelity (0: no)")] = 0,
+    generated_users: Annotated[int, typer.Option(help="Also benchmark N generated users with fidelity (0: no)",
+                                                 min=0)] = 0,
     peers: Annotated[Path, typer.Option(help="Peer figures (RecBole)")] = Path("../shared/benchmarks/peers.json"),
     config: ConfigOpt = None,
     workdir: Annotated[Path, typer.Option(help="One sub-folder per dataset")] = Path("work/benchmark"),
@@ -301,15 +379,16 @@ def sql(
     query: Annotated[str, typer.Argument(help="Spark SQL, e.g. SELECT * FROM profiling.user_interest_weights")],
     config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
     format_: Annotated[str, typer.Option("--format", help="json (one object per row) or table")] = "table",
-    limit: Annotated[int, typer.Option(help="Rows shown with --format table")] = 50,
+    limit: Annotated[int, typer.Option(help="Rows shown with --format table", min=1)] = 50,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run Spark SQL against the profiling catalog."""
     if format_ not in ("json", "table"):
         raise ConfigError(f"--format {format_!r}: expected json or table")
     from pyspark.errors import AnalysisException, ParseException
 
-    cfg = _config(config, workdir, (set_ or []) + ["spark.show_progress=false"])
-    spark = _session(cfg)
+    cfg = _existing_workdir(_config(config, workdir, (set_ or []) + ["spark.show_progress=false"]))
+    spark = _session(cfg, verbose, "sql")
     try:
         df = spark.sql(query)
         if format_ == "json":
@@ -367,13 +446,25 @@ def config_defaults() -> None:
     typer.echo(defaults_yaml(), nl=False)
 
 
+def _point_to(spark_log: Path | None) -> None:
+    if spark_log is not None:
+        typer.echo(f"log: {shown_path(spark_log)} (Spark, Ivy, Hive and workers; --verbose shows them here)",
+                   err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Errors a user can fix: one line, exit code 2. Anything else: its stack trace, then one line
-    saying what the job was doing, exit code 1."""
+    saying what the job was doing, exit code 1. Both last, after the path of the command's log."""
     _setup_logging()
+    spark_log = None
     try:
-        app(args=argv, prog_name="profiling", standalone_mode=False)
+        try:
+            app(args=argv, prog_name="profiling", standalone_mode=False)
+        finally:
+            spark_log = restore_terminal()
+        _point_to(spark_log)
     except ProfilingError as exc:
+        _point_to(spark_log)
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
     except typer.Exit as exc:
@@ -387,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         from profiling.progress import interrupted_step
 
         traceback.print_exc()
+        _point_to(spark_log)
         command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
         doing = interrupted_step()
         first = (str(exc).strip().splitlines() or [""])[0][:300]

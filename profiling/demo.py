@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
+from profiling.console import profiling_command, shown_path
 from profiling.pipeline import PipelineResult
 from profiling.schemas import table_contracts
 from profiling.tables import qualified
@@ -21,32 +23,36 @@ SQL_HINTS = (
 
 
 def print_summary(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, result: PipelineResult) -> None:
-    print(f"\nprofiling demo: snapshot {snapshot_date}, workdir {config.workdir_path}")
-    print(f"MLflow run {result.run_id} in {config.tracking_uri}")
-    print(f"registered model {config.mlflow.registered_model} version {result.train.model_version} "
-          f"(best epoch {result.train.best_epoch + 1} of {result.train.epochs_run})\n")
-    print("rows per table for this snapshot:")
+    """A screenful at most: the progress lines above it hold the stages' own counts."""
+    workdir = shlex.quote(shown_path(config.workdir_path))
+    db = config.catalog.database
+    print(f"\nprofiling demo: snapshot {snapshot_date} in {workdir}, MLflow store {config.tracking_uri}")
+    counts = []
     for name, contract in table_contracts().items():
         full = qualified(config, name)
         if "snapshot_date" not in contract.partitioned_by or not spark.catalog.tableExists(full):
             continue  # e.g. forget_requests: written by `profiling forget`, not by a run
-        n = spark.table(full).where(F.col("snapshot_date") == F.lit(snapshot_date)).count()
-        print(f"  {full:<42} {n:>10,}")
-    print("\nvalidation (full ranking, second-to-last behaviour event):")
-    for key in sorted(k for k in result.train.metrics if k.startswith("val_")):
-        print(f"  {key[4:]:<12} {result.train.metrics[key]:.4f}")
+        counts.append(f"{name} {spark.table(full).where(F.col('snapshot_date') == F.lit(snapshot_date)).count():,}")
+    lines = [f"rows of the snapshot in {db}:"]
+    for count in counts:  # a table's name and count stay on one line
+        if len(lines[-1]) + len(count) > 116:
+            lines.append(" ")
+        lines[-1] += f" {count},"
+    print("\n".join(lines).rstrip(","))
+    print("validation (full ranking):", ", ".join(
+        name + " ".join(f"@{k} {result.train.metrics[f'val_{name}@{k}']:.4f}" for k in config.train.eval_k)
+        for name in ("ndcg", "recall")))
     weights = spark.table(qualified(config, "user_interest_weights")).where(
         (F.col("snapshot_date") == F.lit(snapshot_date)) & (F.col("dimension") == "category") & (F.col("rank") <= 3)
     )
     users = [r["user_id"] for r in weights.select("user_id").distinct().orderBy("user_id").limit(3).collect()]
-    print("\ntop interests (category weights) of three users:")
-    for user in users:
+    for i, user in enumerate(users):
         rows = weights.where(F.col("user_id") == user).orderBy("rank").collect()
-        print(f"  {user}: " + ", ".join(f"{r['key']} {r['weight']:.2f}" for r in rows))
-    workdir = config.workdir_path
-    print("\nlook further with SQL:")
+        print(("top interests (category weights): " if i == 0 else "  ")
+              + f"{user} " + ", ".join(f"{r['key']} {r['weight']:.2f}" for r in rows))
+    command = profiling_command()
+    print("look further (SQL; explain: why a user has these interests, also --format json):")
     for hint in SQL_HINTS:
-        print(f'  profiling sql --workdir {workdir} "{hint.format(user=users[0] if users else "")}"')
+        print(f'  {command} sql --workdir {workdir} "{hint.format(user=users[0] if users else "")}"')
     if users:
-        print("\nor ask why a user has the interests they have (text, --format json, --png FILE):")
-        print(f"  profiling explain --workdir {workdir} --user {users[0]} --png {users[0]}.png")
+        print(f"  {command} explain --workdir {workdir} --user {users[0]} --png {users[0]}.png")

@@ -1,8 +1,9 @@
 """The stages as tracked units, and the whole pipeline.
 
-Each ``run_*`` function opens the stage's MLflow run (nested under the
-pipeline's run when there is one), calls the stage, and records what it read
-and wrote. The CLI, the spark-submit jobs and the tests all call these.
+Each ``run_*`` function is one progress step (its start, end and wall time on
+the console), opens the stage's MLflow run (nested under the pipeline's run when
+there is one), calls the stage, and records what it read and wrote. The CLI, the
+spark-submit jobs and the tests all call these.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from profiling import tracking
+from profiling import progress, tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import DataQualityError
 from profiling.explain import log_run_explanations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def run_ingest(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> IngestResult:
     """Ingest, with the data-quality report in the stage's MLflow run also when a gate stops it."""
-    with tracking.stage_run(config, "ingest", snapshot_date) as run_id:
+    with progress.step("ingest"), tracking.stage_run(config, "ingest", snapshot_date) as run_id:
         try:
             result = ingest_logs(spark, config, snapshot_date, run_id)
         except DataQualityError as stopped:
@@ -41,7 +42,7 @@ def run_ingest(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.d
 
 
 def run_sequences(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> SequencesResult:
-    with tracking.stage_run(config, "sequences", snapshot_date) as run_id:
+    with progress.step("sequences"), tracking.stage_run(config, "sequences", snapshot_date) as run_id:
         result = build_user_sequences(spark, config, snapshot_date, run_id)
         tracking.record_tables(read=result.read, written=result.written)
         tracking.log_metrics({"users": result.users})
@@ -51,7 +52,7 @@ def run_sequences(spark: SparkSession, config: ProfilingConfig, snapshot_date: d
 def run_train(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date):
     from profiling.train.launch import train_encoder  # torch and the distributor load only when training
 
-    with tracking.stage_run(config, "train", snapshot_date) as run_id:
+    with progress.step("train"), tracking.stage_run(config, "train", snapshot_date) as run_id:
         result = train_encoder(spark, config, snapshot_date, run_id)
         tracking.record_tables(read=result.read)
         tracking.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
@@ -64,12 +65,13 @@ def run_train(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.da
 def run_infer(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, model_version: str | None = None
 ) -> InferResult:
-    version = model_version or tracking.current_model_version(config)
-    with tracking.stage_run(config, "infer", snapshot_date) as run_id:
+    version = tracking.registered_version(config, model_version)
+    with progress.step("infer"), tracking.stage_run(config, "infer", snapshot_date) as run_id:
         result = infer_profiles(spark, config, snapshot_date, version, run_id)
         tracking.record_tables(read=result.read, written=result.written)
         tracking.log_metrics({"users_scored": result.users})
-        log_run_explanations(spark, config, snapshot_date)
+        with progress.step(f"infer: explaining {config.explain.sample_users} sample users in the MLflow run"):
+            log_run_explanations(spark, config, snapshot_date)
     return result
 
 
@@ -83,8 +85,8 @@ def run_evaluate(
     """Test metrics of the registered encoder and the baselines (and fidelity), logged to MLflow."""
     from profiling.evaluate import evaluate_profiles
 
-    version = model_version or tracking.current_model_version(config)
-    with tracking.stage_run(config, "evaluate", snapshot_date):
+    version = tracking.registered_version(config, model_version)
+    with progress.step("evaluate"), tracking.stage_run(config, "evaluate", snapshot_date):
         result = evaluate_profiles(spark, config, snapshot_date, tracking.load_encoder(config, version), ground_truth)
         tracking.record_tables(read=result.read)
         tracking.mlflow.set_tags({"dataset": result.dataset, "model_version": version})

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-
-from delta import configure_spark_with_delta_pip
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING
 
 from profiling.config import ProfilingConfig
-from profiling.tables import warehouse_dir
 from profiling.workdir import lock_workdir
+
+if TYPE_CHECKING:  # pyspark loads only when a session is built: the CLI imports this module at start
+    from pyspark.sql import SparkSession
 
 # Delta's SQL extension and catalog, which every JVM reading the tables needs: this module's sessions,
 # spark-submit lines (tests/test_cluster.py) and the Airflow DAG, which repeats them as literals
@@ -28,6 +28,8 @@ DELTA_SQL_CONF = {
 
 def catalog_conf(config: ProfilingConfig) -> dict[str, str]:
     """What every JVM that reads this workdir's catalog needs: Delta, the warehouse, the Derby metastore."""
+    from profiling.tables import warehouse_dir
+
     workdir = config.workdir_path
     return {
         **DELTA_SQL_CONF,
@@ -67,6 +69,9 @@ def launched_by_spark_submit() -> bool:
 
 def build_spark_session(config: ProfilingConfig) -> SparkSession:
     """Create (or join) the session for this workdir's catalog."""
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
     lock_workdir(config)
     submitted = launched_by_spark_submit()
     local = not submitted and config.spark.master.startswith("local")

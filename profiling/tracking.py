@@ -256,6 +256,20 @@ def current_model_version(config: ProfilingConfig) -> str:
         ) from None
 
 
+def registered_version(config: ProfilingConfig, version: str | None = None) -> str:
+    """``version`` of the registered encoder once the registry knows it, else the one carrying
+    ``@current``: a question for MLflow alone, so the CLI asks it before starting Spark."""
+    if version is None:
+        return current_model_version(config)
+    configure(config)
+    try:
+        MlflowClient().get_model_version(config.mlflow.registered_model, version)
+    except mlflow.exceptions.MlflowException:
+        raise MissingStageOutput(f"no version {version} of registered model {config.mlflow.registered_model} "
+                                 f"in {config.tracking_uri}") from None
+    return version
+
+
 def current_model_age(config: ProfilingConfig) -> dict:
     """Which version carries ``@current``, when it was registered and its age in days (version None if none).
 

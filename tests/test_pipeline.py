@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import re
 
 import mlflow
 import numpy as np
@@ -275,11 +276,10 @@ def test_the_demo_summary_counts_every_snapshot_table_and_names_the_next_command
 
     print_summary(spark, config, SNAPSHOT, pipeline)
     out = capsys.readouterr().out
-    db = config.catalog.database
     for name in ("user_sequences", "user_profile_embeddings", "user_interest_weights", "user_interest_evidence",
                  "quarantine"):
         count = _snapshot(spark, config, name).count()
-        assert f"{db}.{name}".ljust(42) + f" {count:>10,}" in out
+        assert re.search(rf" {name} {count:,}(,|$)", out, re.MULTILINE), out
     assert "forget_requests" not in out  # not written by a run: no count, no error
     assert f"profiling explain --workdir {config.workdir_path} --user " in out
 

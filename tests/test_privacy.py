@@ -114,7 +114,8 @@ KEY = "test-only-pseudonym-key-5f1c"
 
 @pytest.fixture(scope="module")
 def pseudonymous(tmp_path_factory):
-    """A run with privacy.hash_user_ids on; returns (workdir, raw user ids, what the run printed)."""
+    """A run with privacy.hash_user_ids on; returns (workdir, raw user ids, what the run printed, its log file
+    included)."""
     root = tmp_path_factory.mktemp("pseudonymous")
     data, work = root / "data", root / "work"
     profiling("generate", "--users", "40", "--out", str(data))
@@ -131,7 +132,9 @@ def pseudonymous(tmp_path_factory):
     for log in ("preference", "social"):
         frame = pd.read_csv(data / f"{log}.csv.gz", dtype=str, keep_default_na=False)
         users |= set(frame["user_id"]) | set(frame.get("other_user_id", pd.Series(dtype=str)))
-    return work, sorted(users), proc.stdout + proc.stderr
+    logged = "".join(path.read_text() for path in (work / "logs").glob("run-*.log"))
+    assert "Ivy Default Cache" in logged
+    return work, sorted(users), proc.stdout + proc.stderr + logged
 
 
 def _table(spark, work: Path, name: str):

@@ -25,7 +25,7 @@ from pyspark.ml.torch.distributor import TorchDistributor
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from profiling import tracking
+from profiling import progress, tracking
 from profiling.config import ProfilingConfig, TrainConfig
 from profiling.exceptions import ConfigError, MissingStageOutput, NotEnoughData, TrainingFailed
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
@@ -130,7 +130,8 @@ def train_encoder(
              config.train.local_mode, config.train.use_gpu)
     distributor = TorchDistributor(**launch)
     try:
-        distributor.run(train_worker, job)
+        with progress.worker_lines("[train] ", log):  # the epochs rank 0 prints
+            distributor.run(train_worker, job)
     except Exception as exc:  # a process died or raised: its own output above says which
         last = checkpoints / "last.pt"
         where = (f"rerun the train stage to resume after epoch "
@@ -144,8 +145,9 @@ def train_encoder(
     rows = [row for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))]
     example = collate([profile_window(row, spec.max_len, behaviour_idx) for row in rows])
     version = tracking.log_encoder(model, {k: v.numpy() for k, v in example.items()}, config.mlflow.registered_model)
-    log.info("registered %s version %s (best epoch %d of %d%s)", config.mlflow.registered_model, version,
-             result["best_epoch"] + 1, result["epochs_run"],
+    ndcg = f"ndcg@{config.train.eval_k[0]}"
+    log.info("registered %s version %s (best epoch %d of %d, validation %s %.4f%s)", config.mlflow.registered_model,
+             version, result["best_epoch"] + 1, result["epochs_run"], ndcg, result["metrics"][f"val_{ndcg}"],
              f", resumed after epoch {result['resumed_after_epoch']}" if result["resumed_after_epoch"] else "")
     return TrainResult(version, result["best_epoch"], result["epochs_run"], result["metrics"],
                        read=[seq_version, vocab_version], resumed_after_epoch=result["resumed_after_epoch"])

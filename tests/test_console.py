@@ -1,0 +1,101 @@
+"""What the console shows: profiling's own progress, with Spark's output in a log file unless --verbose;
+mistakes refused before any JVM starts; demo hints that run as printed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from commands import ENV, PROFILING
+from conftest import SNAPSHOT
+from malformed import write_valid_logs
+
+# What only Spark, Ivy, Hive and log4j print.
+SPARK_OUTPUT = re.compile(r"Ivy Default Cache|:: resolving dependencies|\bWARN\b|ObjectStore|HiveExternalCatalog"
+                          r"|\[Stage \d+")
+
+
+def _ingest(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    write_valid_logs(tmp_path / "in")
+    return subprocess.run([PROFILING, "ingest", "--input", str(tmp_path / "in"), "--workdir", str(tmp_path / "work"),
+                           "--snapshot-date", "2026-11-01", "--set", "spark.master=local[1]", *extra],
+                          capture_output=True, text=True, timeout=600, env=ENV)
+
+
+@pytest.mark.slow
+def test_a_stage_prints_its_progress_and_puts_spark_output_in_a_log_file(tmp_path):
+    proc = _ingest(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not SPARK_OUTPUT.search(proc.stdout + proc.stderr), proc.stderr
+    report = json.loads(proc.stdout)  # stdout is the result alone
+    lines = proc.stderr.splitlines()
+    read = report["logs"]["behaviour"]["read"]
+    assert f"  behaviour: read {read:,} = accepted {read:,} + quarantined 0" in lines
+    assert any(re.fullmatch(r"  ✓ validating the behaviour log .*behaviour\.csv\.gz  \d+\.\d s", line) for line in lines)
+    assert lines[0] == "ingest" and re.fullmatch(r"✓ ingest  \d+\.\d s", lines[-2]), lines
+    logs = list((tmp_path / "work" / "logs").glob("ingest-*.log"))
+    assert len(logs) == 1 and lines[-1].startswith(f"log: {logs[0]} ")
+    spark_log = logs[0].read_text()
+    assert "Ivy Default Cache" in spark_log and "WARN ObjectStore" in spark_log
+    assert "INFO profiling.progress: ingest: done in" in spark_log  # profiling's lines too, with their time
+
+
+@pytest.mark.slow
+def test_verbose_shows_spark_output_on_the_console_and_writes_no_log(tmp_path):
+    proc = _ingest(tmp_path, "--verbose")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Ivy Default Cache" in proc.stderr and "WARN ObjectStore" in proc.stderr
+    assert re.search(r"^  behaviour: read ", proc.stderr, re.MULTILINE)
+    assert re.search(r"^✓ ingest  \d+\.\d s$", proc.stderr, re.MULTILINE)
+    assert json.loads(proc.stdout)["logs"]["behaviour"]["read"] > 0
+    assert not (tmp_path / "work" / "logs").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ingest", "--input", "{tmp}/nowhere"], "input.dir: {tmp}/nowhere is not a folder"),
+    (["infer", "--model-version", "7"], "no version 7 of registered model profiling-encoder"),
+    (["train", "--set", "train.use_gpu=true", "--set", "train.num_processes=64"], "CUDA device(s)"),
+    (["explain", "--user", "u1", "--format", "xml"], "--format 'xml': expected text or json"),
+    (["forget", "--user", " "], "forget: no user ids given"),
+])
+def test_mistakes_are_refused_before_any_jvm_starts(tmp_path, args, message):
+    work = tmp_path / "work"
+    (work / "metastore_db").mkdir(parents=True)  # a catalog, as far as the checks can tell
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = subprocess.run([PROFILING, *args, "--workdir", str(work)], capture_output=True, text=True, timeout=300,
+                          env=ENV)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr[-3000:]
+    assert message.format(tmp=tmp_path) in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert not (work / "logs").exists()  # the session, which opens the log first, was never asked for
+
+
+def test_the_demo_hints_are_commands_that_run_from_here(pipeline, spark, config, capsys):
+    from profiling.console import profiling_command
+    from profiling.demo import print_summary
+
+    print_summary(spark, config, SNAPSHOT, pipeline)
+    command = shlex.split(profiling_command())
+    hints = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if " --workdir " in line]
+    assert [h[:len(command)] for h in hints] == [command] * 4
+    assert [h[len(command)] for h in hints] == ["sql", "sql", "sql", "explain"]
+    for hint in hints:
+        assert hint[hint.index("--workdir") + 1] == str(config.workdir_path)
+        # The catalog is this session's (Derby admits one JVM): ask each command for its help instead.
+        shown = subprocess.run([*hint[:len(command) + 1], "--help"], capture_output=True, text=True, timeout=120,
+                               env=ENV)
+        assert shown.returncode == 0 and "--workdir" in shown.stdout, shown.stderr
+
+
+def test_the_command_is_named_relative_to_the_current_folder_when_inside_it(monkeypatch):
+    from profiling.console import profiling_command
+
+    scripts = Path(PROFILING).parent
+    monkeypatch.chdir(scripts.parent.parent)  # e.g. the repository that holds .venv
+    assert profiling_command() == f"{scripts.parent.name}/{scripts.name}/profiling"
+    shown = subprocess.run([profiling_command(), "--help"], capture_output=True, text=True, timeout=120, env=ENV)
+    assert shown.returncode == 0 and "demo" in shown.stdout
