@@ -1,22 +1,20 @@
-"""Every SQL example in the README runs against a real pipeline run and returns rows."""
+"""Every SQL example of the README and docs/ runs against a real pipeline run and returns rows."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-QUERIES = re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
+from doc_pages import name, sql_blocks
+
+QUERIES = sql_blocks()
 
 
-def test_the_readme_has_sql_examples():
+def test_the_docs_have_sql_examples():
     assert len(QUERIES) >= 4
 
 
-@pytest.mark.parametrize("query", QUERIES, ids=[f"sql{i}" for i in range(len(QUERIES))])
-def test_readme_sql_runs_and_returns_rows(pipeline, spark, query):
-    rows = spark.sql(query).collect()
-    assert rows, f"no rows from:\n{query}"
+@pytest.mark.parametrize("block", QUERIES, ids=[f"{name(b.page)}-sql{i}" for i, b in enumerate(QUERIES)])
+def test_docs_sql_runs_and_returns_rows(pipeline, spark, block):
+    rows = spark.sql(block.body).collect()
+    assert rows, f"no rows from ({name(block.page)}):\n{block.body}"
     assert all(value is not None for row in rows for value in row)

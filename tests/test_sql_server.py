@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from commands import ENV, PROFILING, profiling
+from doc_pages import sql_blocks
 from profiling.exceptions import ConfigError
 from profiling.sql_server import (
     PASSWORD_FILE_VARIABLE, PASSWORD_VARIABLE, USER_VARIABLE, bind_host_warning, compiled_jvm_classes,
@@ -26,7 +27,6 @@ from profiling.sql_server import (
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 FORGOTTEN = "u000003"
 
 # Each refused statement, and a word its error message must hold besides "read-only".
@@ -121,7 +121,7 @@ def _files(folder: Path) -> dict[str, int]:
 
 def test_a_jdbc_client_with_the_password_reads_the_catalog(server, tmp_path):
     url, password, log, pid = server
-    queries = [query.strip().rstrip(";") for query in re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)]
+    queries = [block.body.strip().rstrip(";") for block in sql_blocks()]  # every SQL example of README and docs/
     proc, lines = _beeline(url, "-n", "profiling", "-p", password, tmp_path=tmp_path, statements=[
         "SELECT count(DISTINCT user_id) AS n FROM profiling.user_profile_embeddings",
         "SELECT count(DISTINCT user_id) AS n FROM profiling.user_top_interests WHERE rank = 1",
