@@ -11,8 +11,8 @@ the log-log slopes of wall time against events and the ratios the targets are st
 ``--skew-users`` normal users against the same total spread over normal users.
 
 Everything runs in one Spark session (driver memory from the config); each size has its own
-catalog database and MLflow store under ``--workdir``. Figures, not assertions: the README's
-Performance section quotes them.
+catalog database and MLflow store under ``--workdir``. Figures, not assertions: each run's
+figures go to a dated file under docs/benchmarks/.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ environment (``params.python``), reached through spark-submit and one CLI call.
 
 Set-up: put ``jobs/`` in the DAGs folder (or link this file), create the Spark connection (type
 spark, host ``local[*]``, ``spark://host:7077``, ``yarn``...), and have the ``spark-submit`` of
-profiling's environment on the worker's PATH. README "Airflow" has the commands.
+profiling's environment on the worker's PATH. docs/operations.md, "Airflow", has the commands.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ carrying the request id. The MLflow runs' sample explanations lose them too: the
 own is deleted, other users' no longer list them as neighbours. ``forget_requests``
 records the request with keyed digests (HMAC-SHA256) of the ids, never the ids: an
 unkeyed hash of a short or numeric id is reversed by hashing guesses. Deleted rows
-stay in older Delta files until ``VACUUM`` removes them (README, "Failure modes":
-forgetting a user).
+stay in older Delta files until ``VACUUM`` removes them (docs/operations.md,
+"Forgetting a user").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Delta-native training feed (instead of petastorm; see the README).
+"""Delta-native training feed (instead of petastorm; see docs/operations.md).
 
 The driver pins the ``user_sequences`` Delta version and resolves the parquet
 files of that version's snapshot partition; each DDP rank and each DataLoader
