@@ -30,8 +30,11 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 demo: $(STAMP)
 	$(VENV)/bin/profiling demo
 
+# Three pytest-xdist workers: most tests wait on JVMs they started (tests/conftest.py groups them).
+PYTEST_WORKERS ?= 3
+
 test: $(STAMP) $(AIRFLOW_STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) work

@@ -89,12 +89,12 @@ def _existing_workdir(cfg: ProfilingConfig) -> ProfilingConfig:
 
 
 def _check_inputs(cfg: ProfilingConfig) -> None:
-    """What ingest would refuse about its settings: a log that is not there, a missing id key."""
+    """What ingest would refuse about its settings: a missing id key, a log that is not there."""
     from profiling.ingest import resolve_input_paths
     from profiling.privacy import id_key
 
-    resolve_input_paths(cfg)
     id_key(cfg)
+    resolve_input_paths(cfg)
 
 
 def _check_devices(cfg: ProfilingConfig) -> None:

@@ -235,6 +235,19 @@ def score_partitions(model_key: str, packed, names: dict[str, dict[int, str]], b
     return score
 
 
+def score_sequences(config: ProfilingConfig, sequences: DataFrame, vocab: DataFrame, packed,
+                    model_key: str) -> DataFrame:
+    """Every sequence's profile (``SCORED_SCHEMA``), scored in Spark tasks by the broadcast encoder
+    ``packed``; ``model_key`` names it in the workers' model cache. Lazy: nothing runs until read."""
+    names: dict[str, dict[int, str]] = {d: {} for d in WEIGHT_DIMENSIONS}
+    for r in vocab.where(F.col("dimension").isin(*WEIGHT_DIMENSIONS)).select("dimension", "key", "idx").collect():
+        names[r["dimension"]][r["idx"]] = r["key"]
+    return sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
+                            "value_bucket", "ts").mapInPandas(
+        score_partitions(model_key, packed, names, config.infer.batch_size, config.infer.evidence_events,
+                         config.infer.use_gpu), SCORED_SCHEMA)
+
+
 def infer_profiles(
     spark: SparkSession,
     config: ProfilingConfig,
@@ -246,16 +259,10 @@ def infer_profiles(
     check_scoring_device(config)
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
-    names: dict[str, dict[int, str]] = {d: {} for d in WEIGHT_DIMENSIONS}
-    for r in vocab.where(F.col("dimension").isin(*WEIGHT_DIMENSIONS)).select("dimension", "key", "idx").collect():
-        names[r["dimension"]][r["idx"]] = r["key"]
     model_uri = f"models:/{config.mlflow.registered_model}/{model_version}"
     packed = broadcast_encoder(spark, tracking.load_encoder(config, model_version))
-    scored = sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
-                              "value_bucket", "ts").mapInPandas(
-        score_partitions(f"{config.tracking_uri} {model_uri}", packed, names, config.infer.batch_size,
-                         config.infer.evidence_events, config.infer.use_gpu), SCORED_SCHEMA
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    scored = score_sequences(config, sequences, vocab, packed, f"{config.tracking_uri} {model_uri}").persist(
+        StorageLevel.MEMORY_AND_DISK)
     stamp = F.current_timestamp()
     embeddings = scored.select(
         "user_id", "embedding", "interest_embeddings", "interest_weights",

@@ -35,6 +35,8 @@ def step(text: str) -> Iterator[None]:
     ended, ``seconds``: what a console needs to show the running step as a status line and each
     finished one as a line of its own.
     """
+    if not _running:  # a new outermost step: whatever failed before was handled by someone
+        _failed.clear()
     _running.append(text)
     start = time.monotonic()
     log.info("%s", text, extra={"step": text, "phase": "started"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import subprocess
@@ -36,9 +35,22 @@ def table_frame(workdir: Path, name: str, database: str = "profiling"):
     return delta_table(workdir, name, database).to_pandas()
 
 
-def sql_rows(query: str, *where: str) -> list[dict]:
-    """Rows of ``profiling sql --format json``; ``where`` picks the catalog (--workdir W or --config C)."""
-    return [json.loads(line) for line in profiling("sql", *where, "--format", "json", query).splitlines()]
+def files_naming(folder: Path, user: str) -> list[str]:
+    """Data files under ``folder`` that hold ``user`` as a value, or inside a raw JSON record."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found = []
+    for path in folder.rglob("*.parquet"):
+        data = pq.read_table(path)
+        for column in data.column_names:
+            values = data[column]
+            if str(values.type) not in ("string", "large_string"):
+                continue
+            if pc.any(pc.equal(values, user)).as_py() or pc.any(pc.match_substring(values, f'"{user}"')).as_py():
+                found.append(str(path))
+                break
+    return found
 
 
 @contextlib.contextmanager
@@ -67,8 +79,14 @@ def run_main(capsys, *args: str) -> tuple[int, list[str]]:
 
 def main_output(capsys, *args: str) -> str:
     """``profiling ARGS`` in this process where it must succeed: its stdout."""
+    return main_streams(capsys, *args)[0]
+
+
+def main_streams(capsys, *args: str) -> tuple[str, str]:
+    """``profiling ARGS`` in this process where it must succeed: its stdout and stderr."""
     from profiling.cli import main
 
     with _cli_logger_restored():
         main(list(args))
-    return capsys.readouterr().out
+    captured = capsys.readouterr()
+    return captured.out, captured.err

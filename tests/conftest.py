@@ -9,7 +9,9 @@ handful of malformed rows planted in them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,17 @@ import pytest
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 SNAPSHOT = dt.date(2026, 11, 1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist; ``make test`` runs so): each worker
+    has its own JVM, workdir and session fixtures, so the tests of the shared SparkSession run on one
+    worker, those of the shared CLI workdir on one worker, and every other module whole on one worker
+    (its module fixtures run once)."""
+    for item in items:
+        needs = set(item.fixturenames)
+        group = "session" if "spark" in needs else "cli" if "cli_run" in needs else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 USERS = 150
 
 # (source, row as CSV fields, reason code the ingest stage must give it)
@@ -122,3 +135,40 @@ def pipeline(spark, config):
     from profiling.pipeline import run_pipeline
 
     return run_pipeline(spark, config, SNAPSHOT)
+
+
+CLI_SNAPSHOT = "2026-10-05"
+CLI_USERS = 60
+CLI_EXPLAINED = "u000007"  # a user the CLI tests explain: never the one forgotten
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory) -> dict:
+    """A workdir as the console script leaves it, shared by the tests of the CLI, privacy and SQL server:
+    ``profiling generate`` (60 users), ``profiling run`` (snapshot 2026-10-05) in a JVM of its own, then
+    ``profiling forget --users-file`` of one user: someone's friend with rows in every log and one row in
+    quarantine. Modules that change the workdir further (test_privacy: VACUUM) only add to what the others
+    check. Returns workdir, forgotten user, the data files that named them before the forget, the
+    forget's JSON summary, and the run's finished process (its stdout and stderr, as the console showed)."""
+    from commands import ENV, PROFILING, files_naming, profiling
+
+    root = tmp_path_factory.mktemp("cli")
+    data, work = root / "data", root / "work"
+    profiling("generate", "--users", str(CLI_USERS), "--out", str(data))
+    social = pd.read_csv(data / "social.csv.gz", dtype=str, keep_default_na=False)
+    behaviour = pd.read_csv(data / "behaviour.csv.gz", dtype=str, keep_default_na=False)
+    preference = pd.read_csv(data / "preference.csv.gz", dtype=str, keep_default_na=False)
+    own = set(behaviour["user_id"]) & set(preference["user_id"]) & set(social["user_id"])
+    user = next(u for u in social["other_user_id"].value_counts().index if u in own and u != CLI_EXPLAINED)
+    bad = behaviour[behaviour["user_id"] == user].head(1).assign(value="NaN")  # lands in quarantine
+    pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
+    run = subprocess.run([PROFILING, "run", "--input", str(data), "--workdir", str(work), "--snapshot-date",
+                          CLI_SNAPSHOT, "--set", "train.epochs=1", "--set", "model.dim=16",
+                          "--set", "spark.master=local[2]"], capture_output=True, text=True, env=ENV, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    before = files_naming(work / "warehouse", user)
+    ids = root / "ids.txt"
+    ids.write_text(f"{user}\n")
+    forgotten = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids)).splitlines()[-1])
+    return {"workdir": work, "user": user, "before": before, "forget": forgotten, "run": run}
+

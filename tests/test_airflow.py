@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 USERS = 60
 FIRST, SECOND = "2026-11-02", "2026-11-03"
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.jvm
 
 
 @pytest.fixture(scope="module")

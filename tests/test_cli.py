@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CLI_EXPLAINED, CLI_SNAPSHOT, CLI_USERS
+
 PROFILING = str(Path(sys.executable).parent / "profiling")
 
 
@@ -42,33 +44,28 @@ def test_a_usage_error_names_the_argument_without_a_stack_trace(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A workdir after `profiling generate` + `profiling run` on 60 users, snapshot 2026-10-05."""
-    data, work = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("work")
-    generated = json.loads(_run("generate", "--users", "60", "--out", str(data)).stdout)
-    assert generated["behaviour"] > 0
-    out = _run("run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-10-05",
-               "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]")
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["users"] == 60 and summary["model_version"] == "1"
-    return work
+def finished_run(cli_run) -> Path:
+    """The shared workdir after `profiling generate` + `profiling run` on 60 users (snapshot 2026-10-05)
+    and `profiling forget` of one of them."""
+    summary = json.loads(cli_run["run"].stdout.strip().splitlines()[-1])
+    assert summary["users"] == CLI_USERS and summary["model_version"] == "1"
+    return cli_run["workdir"]
 
 
-@pytest.mark.slow
+@pytest.mark.jvm
 def test_generate_run_then_sql_json_counts_every_user(finished_run):
-    work = finished_run
-    proc = _run("sql", "--workdir", str(work), "--format", "json",
-                "SELECT count(DISTINCT user_id) AS n, min(snapshot_date) AS d FROM profiling.user_profile_embeddings")
-    assert proc.stdout.splitlines() == ['{"n": 60, "d": "2026-10-05"}']
-    proc = _run("sql", "--workdir", str(work), "--format", "json",
-                "SELECT dimension, count(DISTINCT user_id) AS users FROM profiling.user_interest_weights "
+    proc = _run("sql", "--workdir", str(finished_run), "--format", "json",
+                "SELECT dimension, count(DISTINCT w.user_id) AS users, min(e.n) AS n, min(e.d) AS d "
+                "FROM profiling.user_interest_weights w CROSS JOIN (SELECT count(DISTINCT user_id) AS n, "
+                "min(snapshot_date) AS d FROM profiling.user_profile_embeddings) e "
                 "GROUP BY dimension ORDER BY dimension")
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(r["n"], r["d"]) for r in rows] == [(CLI_USERS - 1, CLI_SNAPSHOT)] * 3  # one user forgotten
     assert [r["dimension"] for r in rows] == ["category", "event_type", "source"]
-    assert all(r["users"] == 60 for r in rows if r["dimension"] != "category")
+    assert all(r["users"] == CLI_USERS - 1 for r in rows if r["dimension"] != "category")
 
 
-@pytest.mark.slow
+@pytest.mark.jvm
 def test_explain_prints_json_that_validates_and_draws_the_png(finished_run, tmp_path):
     import jsonschema
     from PIL import Image
@@ -76,12 +73,12 @@ def test_explain_prints_json_that_validates_and_draws_the_png(finished_run, tmp_
     from profiling.figures import DPI, PROFILE_SIZE
     from profiling.schemas import explain_schema
 
-    png = tmp_path / "u000007.png"
-    proc = _run("explain", "--workdir", str(finished_run), "--user", "u000007", "--format", "json",
+    png = tmp_path / "explained.png"
+    proc = _run("explain", "--workdir", str(finished_run), "--user", CLI_EXPLAINED, "--format", "json",
                 "--png", str(png))
     doc = json.loads(proc.stdout)
     jsonschema.validate(doc, explain_schema())
-    assert doc["user_id"] == "u000007" and doc["snapshot_date"] == "2026-10-05"  # the newest snapshot by default
+    assert doc["user_id"] == CLI_EXPLAINED and doc["snapshot_date"] == CLI_SNAPSHOT  # the newest snapshot by default
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size == (PROFILE_SIZE[0] * DPI, PROFILE_SIZE[1] * DPI)
     unknown = _run("explain", "--workdir", str(finished_run), "--user", "nobody", check=False)
@@ -92,15 +89,15 @@ def test_explain_prints_json_that_validates_and_draws_the_png(finished_run, tmp_
     assert "Traceback" not in unknown.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.jvm
 def test_explain_and_current_model_start_no_jvm_and_take_no_lock(finished_run, tmp_path):
     no_java = {"JAVA_HOME": str(tmp_path / "no-java")}  # spark-submit runs $JAVA_HOME/bin/java
     spark = _run("sql", "--workdir", str(finished_run), "SELECT 1", check=False, env=no_java)
     assert spark.returncode != 0 and "JAVA_GATEWAY_EXITED" in spark.stderr  # a JVM cannot start
     with open(finished_run / ".lock", "a") as lock:  # as a running stage holds it
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        doc = json.loads(_run("explain", "--workdir", str(finished_run), "--user", "u000007", "--format", "json",
+        doc = json.loads(_run("explain", "--workdir", str(finished_run), "--user", CLI_EXPLAINED, "--format", "json",
                               env=no_java).stdout)
-    assert doc["user_id"] == "u000007" and doc["nearest_users"]
+    assert doc["user_id"] == CLI_EXPLAINED and doc["nearest_users"]
     model = json.loads(_run("current-model", "--workdir", str(finished_run), env=no_java).stdout)
     assert model["version"] == "1"

@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 SNAPSHOT = "2026-10-05"
 USERS = 60
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.jvm
 
 
 def _free_port() -> int:

@@ -17,7 +17,7 @@ USERS = 150
 
 
 
-@pytest.mark.slow
+@pytest.mark.jvm
 def test_two_runs_at_once_on_one_workdir_one_waits_its_turn_with_a_clear_message(tmp_path):
     data, work = tmp_path / "data", tmp_path / "work"
     profiling("generate", "--users", "40", "--out", str(data))
@@ -73,23 +73,23 @@ def _training_process(pid: int, rank: int) -> int | None:
 def _last_epoch(work: Path) -> int:
     import torch
 
-    saved = list(work.glob("checkpoints/*/last.pt"))
+    saved = [p for p in work.glob("checkpoints/*/last.pt") if not (p.parent / "result.json").exists()]  # unfinished
     return torch.load(saved[0], map_location="cpu", weights_only=False)["epoch"] if saved else -1
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """A workdir whose logs are ingested and sequenced once; the faults below are injected into it."""
+    """A workdir after one `profiling run` (a model and a snapshot of profiles); the faults below are
+    injected into it."""
     root = tmp_path_factory.mktemp("faults")
     data, work = root / "data", root / "work"
     profiling("generate", "--users", str(USERS), "--out", str(data))
     common = ["--workdir", str(work), "--snapshot-date", "2026-11-01", "--set", "spark.master=local[2]"]
-    profiling("ingest", "--input", str(data), *common)
-    profiling("sequences", *common)
+    profiling("run", "--input", str(data), *common, "--set", "train.epochs=1", "--set", "model.dim=16")
     return work, common
 
 
-@pytest.mark.slow
+@pytest.mark.jvm
 def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_checkpoint(prepared):
     work, common = prepared
     train = ["train", *common, "--set", "train.epochs=4", "--set", "train.patience=10", "--set", "model.dim=16"]
@@ -112,12 +112,9 @@ def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_
     assert resumed["resumed_after_epoch"] == saved + 1 and resumed["epochs_run"] == 4
 
 
-@pytest.mark.slow
+@pytest.mark.jvm
 def test_an_infer_killed_while_writing_leaves_the_old_snapshot_whole_and_a_rerun_completes(prepared):
     work, common = prepared
-    if json.loads(profiling("current-model", "--workdir", str(work)))["version"] is None:  # run alone
-        profiling("train", *common, "--set", "train.epochs=1", "--set", "model.dim=16")
-    profiling("infer", *common)
     table = work / "warehouse" / "profiling.db" / "user_profile_embeddings"
     before = set(table.rglob("*.parquet"))
     infer = subprocess.Popen([PROFILING, "infer", *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from pyspark.sql import functions as F
 
 SNAPSHOT = dt.date(2026, 11, 1)
@@ -145,6 +146,19 @@ def test_ids_that_match_nothing_stop_the_request_before_anything_is_deleted(forg
     assert result.missing == ["nobody"]
     assert result.rows_deleted_per_user == {"dave": dave, "nobody": dict.fromkeys(USER_TABLES, 0)}
     assert _rows_naming(spark, "dave") == dict.fromkeys(USER_TABLES, 0)
+
+
+def test_the_cli_says_so_in_one_line_and_exit_2(forgetting, config, tmp_path, capsys):
+    """In this process (the shared session's JVM and workdir), in this module's database."""
+    from commands import run_main
+
+    conf = tmp_path / "shared.yaml"
+    conf.write_text(yaml.safe_dump(config.model_dump()))
+    code, err = run_main(capsys, "forget", "--config", str(conf), "--set", f"catalog.database={DATABASE}",
+                         "--user", "nobody", "--user", "dave\u00a0")
+    assert (code, err) == (2, [
+        "error: forget: 2 of 2 ids match nothing in any table of forgetting: 'dave\\xa0', 'nobody'; nothing was "
+        "deleted (check the ids, or pass --allow-missing to forget the others)"])
 
 
 def _artifacts_naming(folder: Path, user: str) -> list[str]:

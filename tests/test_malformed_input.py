@@ -121,6 +121,7 @@ def test_an_unusable_file_stops_ingest_with_one_line_naming_it(spark, config, tm
     assert all(w in text for w in words), text
 
 
+@pytest.mark.jvm
 def test_the_cli_reports_an_unusable_file_in_one_line_and_exit_2(tmp_path):
     breaker, file_name, _ = BROKEN_FILES["truncated_gzip"]
     write_valid_logs(tmp_path / "in")

@@ -5,58 +5,33 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
-from commands import ENV, PROFILING, delta_table, profiling, sql_rows
+from commands import ENV, PROFILING, delta_table, files_naming, profiling, table_frame
 
 USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
                "user_profile_embeddings", "user_interest_weights", "user_interest_evidence"]
 
-pytestmark = pytest.mark.slow
-
-
-def _files_naming(folder: Path, user: str) -> list[str]:
-    """Data files under ``folder`` that hold ``user`` as a value, or inside a raw JSON record."""
-    found = []
-    for path in folder.rglob("*.parquet"):
-        data = pq.read_table(path)
-        for column in data.column_names:
-            values = data[column]
-            if str(values.type) not in ("string", "large_string"):
-                continue
-            if pc.any(pc.equal(values, user)).as_py() or pc.any(pc.match_substring(values, f'"{user}"')).as_py():
-                found.append(str(path))
-                break
-    return found
-
 
 @pytest.fixture(scope="module")
-def forgotten(tmp_path_factory):
-    root = tmp_path_factory.mktemp("privacy")
-    data, work = root / "data", root / "work"
-    profiling("generate", "--users", "60", "--out", str(data))
-    social = pd.read_csv(data / "social.csv.gz", dtype=str, keep_default_na=False)
-    behaviour = pd.read_csv(data / "behaviour.csv.gz", dtype=str, keep_default_na=False)
-    preference = pd.read_csv(data / "preference.csv.gz", dtype=str, keep_default_na=False)
-    # Someone's friend with behaviour, preferences and friends of their own.
-    own = set(behaviour["user_id"]) & set(preference["user_id"]) & set(social["user_id"])
-    user = next(u for u in social["other_user_id"].value_counts().index if u in own)
-    bad = behaviour[behaviour["user_id"] == user].head(1).assign(value="NaN")  # lands in quarantine
-    pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
-    profiling("run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-11-01",
-               "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]")
-    before = _files_naming(work / "warehouse", user)
-    ids = root / "ids.txt"
-    ids.write_text(f"{user}\n")
-    result = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids)).splitlines()[-1])
-    return work, user, before, result
+def forgotten(cli_run):
+    """The shared CLI workdir, after its `profiling forget --users-file` of one user."""
+    return cli_run["workdir"], cli_run["user"], cli_run["before"], cli_run["forget"]
 
 
+def _names(frame: pd.DataFrame, table: str, user: str) -> pd.Series:
+    """Rows of ``frame`` (a table of ``table``) that name ``user``."""
+    if table == "quarantine":
+        raw = frame["raw_record"].map(lambda text: json.loads(text) if text else {})
+        return raw.map(lambda record: user in (record.get("user_id"), record.get("other_user_id")))
+    if table == "social_edges":
+        return (frame["user_id"] == user) | (frame["other_user_id"] == user)
+    return frame["user_id"] == user
+
+
+@pytest.mark.jvm
 def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit_naming_no_id(forgotten):
     work, user, _, result = forgotten
     assert all(result["rows_deleted"][t] > 0 for t in USER_TABLES), result["rows_deleted"]
@@ -69,44 +44,24 @@ def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit_naming_n
         assert user not in json.dumps(history, default=str)
 
 
+@pytest.mark.jvm
 def test_forget_removes_the_user_from_every_current_table(forgotten):
     work, user, _, result = forgotten
-    union = " UNION ALL ".join(
-        f"SELECT '{t}' AS t, count(*) AS n FROM profiling.{t} WHERE "
-        + ("get_json_object(raw_record, '$.user_id') = '{u}' OR get_json_object(raw_record, '$.other_user_id') = '{u}'"
-           if t == "quarantine" else
-           "user_id = '{u}' OR other_user_id = '{u}'" if t == "social_edges" else "user_id = '{u}'").format(u=user)
-        for t in USER_TABLES)
-    rows = sql_rows(union, "--workdir", str(work))
-    assert {r["t"]: r["n"] for r in rows} == {t: 0 for t in USER_TABLES}
-    audit = sql_rows("SELECT * FROM profiling.forget_requests", "--workdir", str(work))
-    assert len(audit) == 1 and audit[0]["request_id"] == result["request_id"] and audit[0]["users"] == 1
-    assert user not in json.dumps(audit)  # digests only
+    assert {t: int(_names(table_frame(work, t), t, user).sum()) for t in USER_TABLES} == {t: 0 for t in USER_TABLES}
+    audit = table_frame(work, "forget_requests")
+    assert len(audit) == 1 and audit["request_id"].iloc[0] == result["request_id"] and audit["users"].iloc[0] == 1
+    assert user not in audit.to_json()  # digests only
 
 
-def test_after_vacuum_no_data_file_holds_the_user(forgotten, spark):
+@pytest.mark.jvm
+def test_after_vacuum_no_data_file_holds_the_user(forgotten):
+    """VACUUM with no retention, by delta-rs in this process (the tables' protocol is 1/2: any engine's
+    VACUUM removes the same unreferenced files)."""
     work, user, before, _ = forgotten
     assert before, "the check found the user in no file before forgetting: it cannot tell anything"
-    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    try:
-        for table in (work / "warehouse" / "profiling.db").iterdir():
-            spark.sql(f"VACUUM delta.`{table}` RETAIN 0 HOURS")
-    finally:
-        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
-    assert _files_naming(work / "warehouse", user) == []
-
-
-def test_forget_of_ids_that_match_nothing_is_one_line_and_exit_2_unless_allowed(forgotten):
-    """Runs after the tests above: forgetting the user again matches nothing (and --allow-missing adds an audit row)."""
-    work, user, _, _ = forgotten
-    proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", user, "--user", "nobody"],
-                          capture_output=True, text=True, timeout=900, env=ENV)
-    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: forget: 2 of 2 ids match nothing in any table of profiling: 'nobody', {user!r}; nothing was deleted "
-        "(check the ids, or pass --allow-missing to forget the others)")
-    result = json.loads(profiling("forget", "--workdir", str(work), "--user", user, "--allow-missing").splitlines()[-1])
-    assert result["missing"] == [user] and set(result["rows_deleted"].values()) == {0}
+    for table in (work / "warehouse" / "profiling.db").iterdir():
+        delta_table(work, table.name).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    assert files_naming(work / "warehouse", user) == []
 
 
 KEY = "test-only-pseudonym-key-5f1c"
@@ -137,11 +92,8 @@ def pseudonymous(tmp_path_factory):
     return work, sorted(users), proc.stdout + proc.stderr + logged
 
 
-def _table(spark, work: Path, name: str):
-    return spark.read.format("delta").load(str(work / "warehouse" / "profiling.db" / name))
-
-
-def test_ids_are_replaced_by_the_same_keyed_hash_in_every_log(pseudonymous, spark):
+@pytest.mark.jvm
+def test_ids_are_replaced_by_the_same_keyed_hash_in_every_log(pseudonymous):
     from profiling.privacy import pseudonym
 
     work, users, _ = pseudonymous
@@ -150,14 +102,15 @@ def test_ids_are_replaced_by_the_same_keyed_hash_in_every_log(pseudonymous, spar
     for name, columns in {"behaviour_events": ["user_id"], "preference_events": ["user_id"],
                           "social_edges": ["user_id", "other_user_id"],
                           "user_profile_embeddings": ["user_id"]}.items():
-        frame = _table(spark, work, name)
+        frame = table_frame(work, name)
         for column in columns:
-            values = {r[0] for r in frame.select(column).distinct().collect()}
+            values = set(frame[column])
             assert values <= expected, f"{name}.{column} holds ids that are not pseudonyms"
             seen |= values
     assert seen == expected  # every user, under one pseudonym across the logs
 
 
+@pytest.mark.jvm
 def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
     from mlflow import MlflowClient
 
@@ -166,7 +119,7 @@ def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
     leaked = [u for u in users if u in printed]
     assert leaked == []
     for user in users[:5]:
-        assert _files_naming(work / "warehouse", user) == []
+        assert files_naming(work / "warehouse", user) == []
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("profiling").experiment_id])
     assert len(runs) == 5  # the pipeline and its four stages
@@ -180,6 +133,7 @@ def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
     assert [u for u in users if f'"{u}"' in text] == [] and KEY not in text
 
 
+@pytest.mark.jvm
 def test_explain_takes_a_raw_id_and_shows_its_pseudonym(pseudonymous):
     from profiling.privacy import pseudonym
 
@@ -193,6 +147,7 @@ def test_explain_takes_a_raw_id_and_shows_its_pseudonym(pseudonymous):
     assert users[1] not in proc.stdout + proc.stderr
 
 
+@pytest.mark.jvm
 def test_forget_takes_raw_ids_and_finds_their_pseudonyms(pseudonymous):
     from profiling.privacy import pseudonym
 

@@ -1,24 +1,23 @@
 """Skew: one user with 2 million events among normal users (`benchmarks.speed --skew-heavy` measures more).
 
-Ingest and sequences run with the default driver (4 GiB; local mode: the tasks run inside it) and
-two task slots; the heavy user keeps only their newest ``sequences.max_len`` events (a window with a
-row limit, never the whole history in one task), and every other user is untouched.
+Ingest and sequences run in the shared session (the default 4 GiB driver; local mode: the tasks run
+inside it; two task slots), in a catalog database of their own; the heavy user keeps only their
+newest ``sequences.max_len`` events (a window with a row limit, never the whole history in one
+task), and every other user is untouched.
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from commands import profiling, table_frame
+from commands import table_frame
+from conftest import SNAPSHOT
 from malformed import USERS, write_valid_logs
 
-pytestmark = pytest.mark.slow
-
+DATABASE = "skew"
 HEAVY = "heavy"
 HEAVY_EVENTS = 2_000_000
 FIRST_TS = 1_600_000_000
@@ -43,11 +42,12 @@ def _heavy_behaviour(folder, normal_rows: pa.Table) -> None:
 
 
 @pytest.fixture(scope="module")
-def skewed(tmp_path_factory):
+def skewed(spark, config, tmp_path_factory):
     from pyarrow import csv
 
-    root = tmp_path_factory.mktemp("skew")
-    data, work = root / "data", root / "work"
+    from profiling.pipeline import run_ingest, run_sequences
+
+    data = tmp_path_factory.mktemp("skew")
     write_valid_logs(data)
     normal = csv.read_csv(data / "behaviour.csv.gz",
                           convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in
@@ -55,12 +55,14 @@ def skewed(tmp_path_factory):
                                                                             "category", "value")}))
     (data / "behaviour.csv.gz").unlink()
     _heavy_behaviour(data / "behaviour", normal)
-    settings = ["--workdir", str(work), "--snapshot-date", "2026-11-01", "--set", "spark.master=local[2]",
-                "--set", f"sequences.max_len={MAX_LEN}",
-                "--set", "spark.show_progress=false"]
-    counts = json.loads(profiling("ingest", "--input", str(data), *settings).splitlines()[-1])
-    users = json.loads(profiling("sequences", *settings).splitlines()[-1])["users"]
-    return work, counts, users, normal.num_rows
+    cfg = config.model_copy(update={
+        "input": config.input.model_copy(update={"dir": str(data)}),
+        "catalog": config.catalog.model_copy(update={"database": DATABASE}),
+        "sequences": config.sequences.model_copy(update={"max_len": MAX_LEN}),
+    })
+    counts = run_ingest(spark, cfg, SNAPSHOT).report.to_dict()
+    users = run_sequences(spark, cfg, SNAPSHOT).users
+    return cfg.workdir_path, counts, users, normal.num_rows
 
 
 def test_every_event_is_read_and_accepted(skewed):
@@ -74,7 +76,7 @@ def test_every_event_is_read_and_accepted(skewed):
 def test_the_heavy_user_keeps_their_newest_events_and_the_others_all_of_theirs(skewed):
     work, _, users, _ = skewed
     assert users == len(USERS) + 1
-    frame = table_frame(work, "user_sequences")
+    frame = table_frame(work, "user_sequences", DATABASE)
     by_user = {r["user_id"]: {**r, "first_ts": r["ts"][0], "last_ts": r["ts"][-1]} for r in frame.to_dict("records")}
     heavy = by_user.pop(HEAVY)
     assert heavy["length"] == MAX_LEN

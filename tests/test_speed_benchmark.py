@@ -15,7 +15,7 @@ import pytest
 
 from commands import ENV
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.jvm
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {"sequences", "reference", "train", "loader", "infer", "forward"}
 

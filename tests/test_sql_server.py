@@ -17,17 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from commands import ENV, PROFILING, profiling
+from commands import ENV, PROFILING
 from doc_pages import sql_blocks
 from profiling.exceptions import ConfigError
 from profiling.sql_server import (
     PASSWORD_FILE_VARIABLE, PASSWORD_VARIABLE, USER_VARIABLE, bind_host_warning, compiled_jvm_classes,
     spark_home, sql_credentials,
 )
-
-pytestmark = pytest.mark.slow
-
-FORGOTTEN = "u000003"
 
 # Each refused statement, and a word its error message must hold besides "read-only".
 REFUSED = [
@@ -66,14 +62,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A workdir after generate + run on 60 users and one `profiling forget` (so forget_requests exists)."""
-    data, work = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("work")
-    profiling("generate", "--users", "60", "--out", str(data))
-    profiling("run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-10-05",
-              "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]")
-    profiling("forget", "--workdir", str(work), "--user", FORGOTTEN)
-    return work
+def workdir(cli_run) -> Path:
+    """The shared CLI workdir: generate + run on 60 users and one `profiling forget` (so forget_requests exists)."""
+    return cli_run["workdir"]
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +110,7 @@ def _files(folder: Path) -> dict[str, int]:
     return {str(path.relative_to(folder)): path.stat().st_size for path in folder.rglob("*") if path.is_file()}
 
 
+@pytest.mark.jvm
 def test_a_jdbc_client_with_the_password_reads_the_catalog(server, tmp_path):
     url, password, log, pid = server
     queries = [block.body.strip().rstrip(";") for block in sql_blocks()]  # every SQL example of README and docs/
@@ -139,6 +131,7 @@ def test_a_jdbc_client_with_the_password_reads_the_catalog(server, tmp_path):
     assert password not in log.read_text()
 
 
+@pytest.mark.jvm
 def test_every_write_file_read_and_jvm_call_is_refused_and_nothing_changes(server, workdir, tmp_path):
     url, password, _, _ = server
     items = workdir / "warehouse" / "profiling.db" / "items"
@@ -152,11 +145,12 @@ def test_every_write_file_read_and_jvm_call_is_refused_and_nothing_changes(serve
         assert "read-only" in error and reason in error, f"{statement}: {error}"
     header, before, header_after, after = lines
     assert header == header_after == "items,embeddings,forget_requests"
-    assert after == before and before.split(",")[2] == "1"
+    assert after == before and int(before.split(",")[2]) >= 1
     assert _files(workdir / "warehouse") == warehouse_before
     # reflect('java.lang.System', 'exit', 0) did not stop the server: the last count ran after it.
 
 
+@pytest.mark.jvm
 def test_wrong_missing_password_and_settings_in_the_url_are_rejected(server, tmp_path):
     url, password, _, _ = server
     for credentials in (["-n", "profiling", "-p", password + "x"], ["-n", "profiling"],
@@ -241,6 +235,7 @@ def test_credentials_come_from_the_environment_or_a_private_file(tmp_path):
         sql_credentials(None, tmp_path / "missing", {})
 
 
+@pytest.mark.jvm
 def test_the_authenticator_checks_users_and_passwords_from_either_source(tmp_path):
     """PasswordAuthenticator itself, called from a one-file Java program (no server needed)."""
     secrets_file = tmp_path / "sql-users"
