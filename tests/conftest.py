@@ -22,14 +22,19 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 SNAPSHOT = dt.date(2026, 11, 1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist; ``make test`` runs so): each worker
-    has its own JVM, workdir and session fixtures, so the tests of the shared SparkSession run on one
-    worker, those of the shared CLI workdir on one worker, and every other module whole on one worker
-    (its module fixtures run once)."""
+    """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist; ``make test`` runs so). Each worker
+    has its own JVM, workdir and session fixtures, so the tests of the shared CLI workdir run on one
+    worker, those of the shared pipeline run on one, the other in-process Spark tests on one (a
+    session, no pipeline), and every other module whole on one (its module fixtures run once). A
+    module that sets its group keeps it."""
     for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
         needs = set(item.fixturenames)
-        group = "session" if "spark" in needs else "cli" if "cli_run" in needs else item.module.__name__
+        group = next((name for fixture, name in (("cli_run", "cli"), ("pipeline", "pipeline"), ("spark", "spark"))
+                      if fixture in needs), item.module.__name__)
         item.add_marker(pytest.mark.xdist_group(group))
 USERS = 150
 

@@ -17,6 +17,8 @@ from commands import ENV, PROFILING, main_streams, run_main
 from malformed import COLUMNS, _good_rows, write_csv, write_valid_logs
 
 DATE = dt.date(2026, 11, 2)
+pytestmark = pytest.mark.xdist_group("pipeline")  # one test needs a registered model: the module stays whole
+
 DATABASE = "gates"
 ALLOW = ["view", "buy"]
 
