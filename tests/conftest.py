@@ -22,20 +22,18 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 SNAPSHOT = dt.date(2026, 11, 1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist; ``make test`` runs so). Each worker
-    has its own JVM, workdir and session fixtures, so the tests of the shared CLI workdir run on one
-    worker, those of the shared pipeline run on one, the other in-process Spark tests on one (a
-    session, no pipeline), and every other module whole on one (its module fixtures run once). A
-    module that sets its group keeps it."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        needs = set(item.fixturenames)
-        group = next((name for fixture, name in (("cli_run", "cli"), ("pipeline", "pipeline"), ("spark", "spark"))
-                      if fixture in needs), item.module.__name__)
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item):
+    """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist; ``make test`` runs so), set as each
+    test is collected, before xdist reads them. Each worker has its own JVM, workdir and session
+    fixtures, so the tests of the shared CLI workdir run on one worker, those of the shared pipeline
+    on one, the other in-process Spark tests on one (a session, no pipeline), and every other module
+    whole on one (its module fixtures run once). A module that sets its group keeps it."""
+    if item.get_closest_marker("xdist_group"):
+        return
+    needs = set(getattr(item, "fixturenames", ()))
+    group = next((name for fixture, name in (("cli_run", "cli"), ("pipeline", "pipeline"), ("spark", "spark"))
+                  if fixture in needs), item.module.__name__)
+    item.add_marker(pytest.mark.xdist_group(group))
 USERS = 150
 
 # (source, row as CSV fields, reason code the ingest stage must give it)
