@@ -34,7 +34,7 @@ demo: $(STAMP)
 PYTEST_WORKERS ?= 3
 
 test: $(STAMP) $(AIRFLOW_STAMP)
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) work

@@ -34,6 +34,19 @@ def pytest_itemcollected(item):
     group = next((name for fixture, name in (("cli_run", "cli"), ("pipeline", "pipeline"), ("spark", "spark"))
                   if fixture in needs), item.module.__name__)
     item.add_marker(pytest.mark.xdist_group(group))
+
+
+# The longest groups first (their measured time, not their test count, decides): a worker that takes
+# Airflow last would leave the others idle at the end. `make test` keeps this order (--no-loadscope-reorder).
+LONGEST_FIRST = ("test_airflow", "spark", "cli", "pipeline", "test_faults", "test_speed_benchmark", "test_cluster")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        group = item.get_closest_marker("xdist_group").args[0]
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: modules stay in order within a group
 USERS = 150
 
 # (source, row as CSV fields, reason code the ingest stage must give it)
