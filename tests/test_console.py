@@ -34,8 +34,8 @@ def test_a_run_prints_its_progress_and_puts_spark_output_in_a_log_file(cli_run):
     assert not SPARK_OUTPUT.search(proc.stdout + proc.stderr), proc.stderr
     json.loads(proc.stdout)  # stdout is the result alone
     lines = proc.stderr.splitlines()
-    assert any(re.fullmatch(r"  behaviour: read [\d,]+ = accepted [\d,]+ \+ quarantined 1 \(non_finite_value.*\)",
-                            line) for line in lines), lines
+    assert any(re.fullmatch(r"  behaviour: read [\d,]+ = accepted [\d,]+ \+ quarantined [\d,]+ \(.*"
+                            r"non_finite_value \(values: NaN\) 1\)", line) for line in lines), lines
     assert any(re.fullmatch(r"  ✓ validating the behaviour log .*behaviour\.csv\.gz  \d+\.\d s", line) for line in lines)
     for stage in ("ingest", "sequences", "train", "infer"):
         assert any(re.fullmatch(rf"✓ {stage}  \d+\.\d s", line) for line in lines), (stage, lines)
