@@ -78,15 +78,10 @@ def run_main(capsys, *args: str) -> tuple[int, list[str]]:
 
 
 def main_output(capsys, *args: str) -> str:
-    """``profiling ARGS`` in this process where it must succeed: its stdout."""
-    return main_streams(capsys, *args)[0]
-
-
-def main_streams(capsys, *args: str) -> tuple[str, str]:
-    """``profiling ARGS`` in this process where it must succeed: its stdout and stderr."""
+    """``profiling ARGS`` in this process where it must succeed (and starts no Spark session: a command
+    that does stops it when done, the shared one included): its stdout."""
     from profiling.cli import main
 
     with _cli_logger_restored():
         main(list(args))
-    captured = capsys.readouterr()
-    return captured.out, captured.err
+    return capsys.readouterr().out

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from commands import ENV, PROFILING, main_streams, run_main
+from commands import ENV, PROFILING, run_main
 from malformed import COLUMNS, _good_rows, write_csv, write_valid_logs
 
 DATE = dt.date(2026, 11, 2)
@@ -125,19 +125,6 @@ def test_evaluate_refuses_a_snapshot_without_behaviour_in_one_line(gated):
     assert "\n" not in gated.evaluate_refused
 
 
-def test_the_cli_prints_the_report_of_a_rerun_with_the_ceiling_raised(gated, config, tmp_path, capsys):
-    """In this process (the shared session), into the module's database: the same rerun as the fixture's."""
-    conf = tmp_path / "conf.yaml"
-    conf.write_text(yaml.safe_dump(config.model_dump()))
-    out, err = main_streams(capsys, "ingest", "--config", str(conf), "--snapshot-date", str(DATE),
-                      "--input", str(gated.tagged_file.parent), "--set", f"catalog.database={DATABASE}",
-                      "--set", "input.event_types=[view,buy]", "--set", "input.max_quarantined_share=1")
-    printed = json.loads(out.strip().splitlines()[-1])
-    assert printed["decision"] == "passed" and printed["logs"]["behaviour"]["reasons"] == {"unknown_event_type": 24}
-    assert any(line.endswith("behaviour: read 24 = accepted 0 + quarantined 24 (unknown_event_type (values: tag) 24)")
-               for line in err.splitlines())
-
-
 def test_the_cli_prints_evaluate_on_no_behaviour_as_one_line_and_exit_2(gated, pipeline, config, tmp_path, capsys):
     conf = tmp_path / "conf.yaml"
     conf.write_text(yaml.safe_dump(config.model_dump()))
@@ -188,6 +175,14 @@ def test_the_cli_stops_with_one_line_writes_the_evidence_and_logs_the_report(tmp
     assert run.info.status == "FAILED" and run.data.metrics["behaviour_quarantined_unknown_event_type"] == 24
     report = json.loads(Path(client.download_artifacts(run.info.run_id, "data_quality.json", str(tmp_path))).read_text())
     assert report["decision"] == "stopped" and report["logs"]["behaviour"]["gate"] == "stopped"
+
+    proc = subprocess.run(args + ["--set", "input.max_quarantined_share=1"], capture_output=True, text=True,
+                          timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert printed["decision"] == "passed" and printed["logs"]["behaviour"]["reasons"] == {"unknown_event_type": 24}
+    assert any(line.endswith("behaviour: read 24 = accepted 0 + quarantined 24 (unknown_event_type (values: tag) 24)")
+               for line in proc.stderr.splitlines())
 
 
 def test_the_gates_are_validated_when_the_config_is_read():
