@@ -47,6 +47,8 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: modules stay in order within a group
+
+
 USERS = 150
 
 # (source, row as CSV fields, reason code the ingest stage must give it)
@@ -187,4 +189,3 @@ def cli_run(tmp_path_factory) -> dict:
     ids.write_text(f"{user}\n")
     forgotten = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids)).splitlines()[-1])
     return {"workdir": work, "user": user, "before": before, "forget": forgotten, "run": run}
-
