@@ -1,15 +1,19 @@
 """The one place a SparkSession is built.
 
-Delta's extensions and jars (resolved from Maven Central on first start), a
+Delta's extensions and jars (resolved from Maven Central on first start; later
+starts name the jar files that resolution gave, see ``resolved_delta_jars``), a
 persistent catalog under ``<workdir>`` (Derby metastore + warehouse) so that
 tables registered by one command are visible to the next, UTC session time.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from profiling.config import ProfilingConfig
 from profiling.workdir import lock_workdir
@@ -58,6 +62,37 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_{spark_minor}_2.13:{importlib.metadata.version('delta-spark')}"
 
 
+def _resolved_jars_record() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "profiling" / f"{delta_package().replace(':', '_')}.jars"
+
+
+def resolved_delta_jars() -> str | None:
+    """The jar files an earlier session's Maven resolution of ``delta_package()`` gave, when every one
+    is still there: a session that names them skips Ivy (a few seconds of every command's start)."""
+    try:
+        jars = _resolved_jars_record().read_text().split()
+    except OSError:
+        return None
+    present = jars and all(Path(urlparse(jar).path).is_file() for jar in jars)
+    return ",".join(jars) if present else None
+
+
+def record_resolved_jars(spark: SparkSession) -> None:
+    """Keep the jars Maven resolution gave this session, for ``resolved_delta_jars``."""
+    jars = spark.sparkContext.getConf().get("spark.jars", "").split(",")
+    if not any(Path(urlparse(jar).path).name.startswith("io.delta_delta-spark") for jar in jars):
+        return
+    record = _resolved_jars_record()
+    partial = record.with_name(f"{record.name}.{os.getpid()}")
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text("\n".join(jars) + "\n")
+        partial.replace(record)  # whole or absent: another process may be reading it
+    except OSError as exc:  # a read-only home only costs the next start its resolution
+        logging.getLogger(__name__).debug("could not record the resolved Delta jars in %s: %s", record, exc)
+
+
 def launched_by_spark_submit() -> bool:
     """True when spark-submit started the JVM before our code ran (it hands Python the gateway port).
 
@@ -100,8 +135,15 @@ def build_spark_session(config: ProfilingConfig) -> SparkSession:
     )
     for key, value in config.spark.conf.items():
         builder = builder.config(key, value)
-    if not submitted:
+    # Jars or packages of the config's own go through Spark's resolution as given, Delta's with them.
+    own_jars = any(key in config.spark.conf for key in ("spark.jars", "spark.jars.packages"))
+    cached = None if submitted or own_jars else resolved_delta_jars()
+    if cached:
+        builder = builder.config("spark.jars", cached)
+    elif not submitted:
         builder = configure_spark_with_delta_pip(builder)
     spark = builder.getOrCreate()
+    if not (submitted or own_jars or cached):
+        record_resolved_jars(spark)
     spark.sparkContext.setLogLevel(config.spark.log_level)
     return spark

@@ -15,9 +15,12 @@ from commands import ENV, PROFILING
 from conftest import SNAPSHOT
 from malformed import write_valid_logs
 
-# What only Spark, Ivy, Hive and log4j print.
-SPARK_OUTPUT = re.compile(r"Ivy Default Cache|:: resolving dependencies|\bWARN\b|ObjectStore|HiveExternalCatalog"
-                          r"|\[Stage \d+")
+from profiling.spark import delta_package
+
+# What only the JVM, Spark, Ivy, Hive and log4j print.
+JVM_START = "WARNING: Using incubator modules"  # the JVM's first line, before any resolution
+SPARK_OUTPUT = re.compile(rf"{JVM_START}|Ivy Default Cache|:: resolving dependencies|\bWARN\b|ObjectStore"
+                          r"|HiveExternalCatalog|\[Stage \d+")
 
 
 def _ingest(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -42,15 +45,18 @@ def test_a_run_prints_its_progress_and_puts_spark_output_in_a_log_file(cli_run):
     logs = list((work / "logs").glob("run-*.log"))
     assert len(logs) == 1 and lines[-1].startswith(f"log: {logs[0]} ")
     spark_log = logs[0].read_text()
-    assert "Ivy Default Cache" in spark_log and "WARN ObjectStore" in spark_log
+    assert JVM_START in spark_log and "WARN ObjectStore" in spark_log
     assert "INFO profiling.progress: ingest: done in" in spark_log  # profiling's lines too, with their time
 
 
 @pytest.mark.jvm
-def test_verbose_shows_spark_output_on_the_console_and_writes_no_log(tmp_path):
+def test_verbose_shows_spark_output_on_the_console_and_writes_no_log(tmp_path, monkeypatch):
+    monkeypatch.setitem(ENV, "XDG_CACHE_HOME", str(tmp_path / "cache"))  # no record of resolved jars yet
     proc = _ingest(tmp_path, "--verbose")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Ivy Default Cache" in proc.stderr and "WARN ObjectStore" in proc.stderr
+    assert JVM_START in proc.stderr and "WARN ObjectStore" in proc.stderr
+    assert "Ivy Default Cache" in proc.stderr  # Maven resolution ran, and its result is kept for the next start
+    assert [p.name for p in (tmp_path / "cache" / "profiling").iterdir()] == [f"{delta_package().replace(':', '_')}.jars"]
     assert re.search(r"^  behaviour: read ", proc.stderr, re.MULTILINE)
     assert re.search(r"^✓ ingest  \d+\.\d s$", proc.stderr, re.MULTILINE)
     assert json.loads(proc.stdout)["logs"]["behaviour"]["read"] > 0
