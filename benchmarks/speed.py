@@ -158,9 +158,9 @@ def _loader(spark, config) -> dict:
 
     from profiling.model.inputs import collate
     from profiling.train.data import TrainingBatches
-    from profiling.train.launch import vocabulary_sizes
+    from profiling.train.launch import snapshot_vocabulary
 
-    _, sources, _ = vocabulary_sizes(spark, config, SNAPSHOT)
+    sources = {key: idx for idx, key in snapshot_vocabulary(spark, config, SNAPSHOT)[0].names("source").items()}
     t = config.train
     feed = TrainingBatches(_sequence_files(spark, config), 0, 1, sources.get("behaviour", -1),
                            config.model.max_len, t.batch_size, t.shuffle_buffer, t.seed)

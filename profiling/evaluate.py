@@ -30,6 +30,7 @@ from profiling.config import ProfilingConfig
 from profiling.exceptions import NotEnoughData
 from profiling.metrics import finalize, ranking_sums, target_ranks
 from profiling.model.inputs import FEATURES, collate, target_window
+from profiling.model.vocabulary import Translation
 from profiling.sequences import MIN_BEHAVIOUR_EVENTS
 from profiling.tables import TableVersion, read_snapshot
 
@@ -205,7 +206,11 @@ def evaluate_profiles(
     models: dict[str, dict[str, float] | None] = {}
     missing: dict[str, str] = {}
     with progress.step(f"evaluate: ranking {len(test):,} test targets with the encoder"):
-        models["profiling"] = evaluate_encoder(model, test)
+        # The encoder reads the snapshot through its own vocabulary: a target it never saw cannot be ranked.
+        to_model = Translation.between(model.vocabulary, (
+            r.asDict() for r in vocab.select("dimension", "key", "idx", "count").toLocalIterator()))
+        models["profiling"] = evaluate_encoder(model, pd.DataFrame([to_model.apply(r) for r in
+                                                                    test.to_dict("records")]))
     baselines = {"popularity": lambda: evaluate_popularity(train, n_items, targets),
                  "als": lambda: evaluate_als(spark, train, list(test["user_id"]), n_items, targets)}
     for name, fit in baselines.items():

@@ -26,6 +26,7 @@ from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
 from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
 from profiling.model.inputs import FEATURES, FIRST_KEY
+from profiling.model.vocabulary import KEYED, Translation, Vocabulary
 from profiling.snapshots import SnapshotReader, SparkSnapshotReader
 from profiling.tables import qualified, read_snapshot
 
@@ -90,27 +91,30 @@ def _top(users: np.ndarray, cosine: np.ndarray, n: int) -> tuple[np.ndarray, np.
 
 
 class _Names:
-    """Vocabulary keys and item titles for the indices one explanation needs (looked up in one read each)."""
+    """The keys of a model's indices, and the titles of the items one explanation shows (one read)."""
 
-    def __init__(self, tables: SnapshotReader, snapshot_date: dt.date, indices: dict[str, set[int]],
-                 item_ids: set[str]):
-        wanted = [{"dimension": WEIGHT_DIMENSIONS}] + [{"dimension": [d], "idx": sorted(idx)}
-                                                       for d, idx in indices.items()]
-        self.keys: dict[str, dict[int, str]] = {}
-        for r in tables.rows("vocabularies", snapshot_date, ["dimension", "idx", "key"], wanted).to_pylist():
-            self.keys.setdefault(r["dimension"], {})[r["idx"]] = r["key"]
-        ids = sorted(set(self.keys.get("item", {}).values()) | item_ids)
+    def __init__(self, tables: SnapshotReader, snapshot_date: dt.date, vocabulary: Vocabulary, item_ids: set[str]):
+        self.vocabulary = vocabulary
         self.items = {r["item_id"]: (r["title"], r["category"]) for r in tables.rows(
-            "items", snapshot_date, ["item_id", "title", "category"], [{"item_id": ids}]).to_pylist()}
+            "items", snapshot_date, ["item_id", "title", "category"], [{"item_id": sorted(item_ids)}]).to_pylist()}
 
     def key(self, dimension: str, idx: int) -> str | None:
-        return self.keys.get(dimension, {}).get(int(idx)) if idx >= FIRST_KEY else None
+        return self.vocabulary.key(dimension, int(idx))
 
     def title(self, item_id: str | None) -> str | None:
         return self.items.get(item_id, (None, None))[0] if item_id else None
 
     def item_category(self, item_id: str | None) -> str | None:
         return self.items.get(item_id, (None, None))[1] if item_id else None
+
+
+def _snapshot_keys(tables: SnapshotReader, snapshot_date: dt.date, rows: list[dict]) -> dict[str, dict[int, str]]:
+    """The snapshot's key of every index in ``rows`` (``user_sequences`` rows), per keyed dimension."""
+    wanted = [{"dimension": [d], "idx": sorted({int(i) for r in rows for i in r[d]})} for d in KEYED]
+    keys: dict[str, dict[int, str]] = {d: {} for d in KEYED}
+    for r in tables.rows("vocabularies", snapshot_date, ["dimension", "idx", "key"], wanted).to_pylist():
+        keys[r["dimension"]][r["idx"]] = r["key"]
+    return keys
 
 
 def _iso(ts: int | None) -> str | None:
@@ -146,11 +150,13 @@ def explain_users(
     near = _nearest_users(tables, snapshot_date, {u: np.asarray(found[u]["embedding"], dtype=np.float64) for u in ids},
                           NEAREST_USERS)
     models = {v: tracking.load_encoder(config, v) for v in {found[u]["model_version"] for u in ids}}
+    snapshot_keys = _snapshot_keys(tables, snapshot_date, list(sequences.values()))
 
     recent, top_items = {}, {}
     for uid in ids:
         model = models[found[uid]["model_version"]]
-        window = profile_window(sequences[uid], model.spec.max_len, model.spec.behaviour_idx)
+        to_model = Translation({d: model.vocabulary.translation(d, snapshot_keys[d]) for d in KEYED})
+        window = profile_window(to_model.apply(sequences[uid]), model.spec.max_len, model.spec.behaviour_idx)
         with torch.no_grad():
             attention = model(collate([window]))["evidence_attention"][0].numpy()
         shown = min(len(window["item"]), config.explain.recent_events)
@@ -163,19 +169,20 @@ def explain_users(
         k = min(TOP_ITEMS, scores.shape[1] - FIRST_KEY)
         top_items[uid] = [(s.numpy(), i.numpy()) for s, i in zip(*torch.topk(scores, k, dim=1))]
 
-    needed: dict[str, set[int]] = {"item": set(), "attribute": set()}
-    for uid in ids:
-        window, _, start = recent[uid]
-        needed["item"].update(int(i) for i in window["item"][start:])
-        needed["attribute"].update(int(i) for i in window["attribute"][start:])
-        needed["item"].update(int(i) for _, idx in top_items[uid] for i in idx)
-    names = _Names(tables, snapshot_date, needed, {e["item_id"] for e in evidence if e["item_id"]})
+    names = {}
+    for version, model in models.items():
+        users = {u for u in ids if found[u]["model_version"] == version}
+        shown = {model.vocabulary.key("item", int(i)) for u in users
+                 for i in [*recent[u][0]["item"][recent[u][2]:], *(i for _, idx in top_items[u] for i in idx)]}
+        shown |= {e["item_id"] for e in evidence if e["user_id"] in users}
+        names[version] = _Names(tables, snapshot_date, model.vocabulary, shown - {None})
 
     docs = []
     for uid in ids:
         docs.append(_document(uid, snapshot_date, found[uid], sequences[uid], recent[uid], top_items[uid],
                               [r for r in weights if r["user_id"] == uid],
-                              [r for r in evidence if r["user_id"] == uid], near[uid], names))
+                              [r for r in evidence if r["user_id"] == uid], near[uid],
+                              names[found[uid]["model_version"]]))
     return docs
 
 

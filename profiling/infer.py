@@ -26,6 +26,7 @@ from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError
 from profiling.model.inputs import FIRST_KEY
+from profiling.model.vocabulary import Translation, Vocabulary
 from profiling.tables import TableVersion, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ _MODELS: dict[str, object] = {}
 class InferResult:
     users: int
     model_version: str
+    unseen_items: int = 0  # items of the snapshot the model never saw (scored as unknown)
+    unseen_share: float = 0.0  # their share of the snapshot's item events
     read: list[TableVersion] = field(default_factory=list)
     written: list[TableVersion] = field(default_factory=list)
 
@@ -190,9 +193,10 @@ def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int
     return out
 
 
-def score_partitions(model_key: str, packed, names: dict[str, dict[int, str]], batch_size: int,
+def score_partitions(model_key: str, packed, translation, names: dict[str, dict[int, str]], batch_size: int,
                      evidence_events: int, use_gpu: bool = False):
-    """The function ``mapInPandas`` runs: sequences in, profiles out."""
+    """The function ``mapInPandas`` runs: sequences in (the snapshot's indices, turned into the model's by the
+    broadcast ``translation``), profiles out."""
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
@@ -202,10 +206,11 @@ def score_partitions(model_key: str, packed, names: dict[str, dict[int, str]], b
         model = _load_model(model_key, packed, use_gpu)
         device = next(model.parameters()).device
         window, behaviour_idx = model.spec.max_len, model.spec.behaviour_idx
+        to_model = translation.value
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 part = frame.iloc[start:start + batch_size]
-                rows = part.to_dict("records")
+                rows = [to_model.apply(r) for r in part.to_dict("records")]
                 chunks = [(i, first, w) for i, r in enumerate(rows) for first, w in
                           profile_chunks(r, window, behaviour_idx)]
                 with torch.no_grad():
@@ -235,17 +240,20 @@ def score_partitions(model_key: str, packed, names: dict[str, dict[int, str]], b
     return score
 
 
-def score_sequences(config: ProfilingConfig, sequences: DataFrame, vocab: DataFrame, packed,
-                    model_key: str) -> DataFrame:
+def score_sequences(config: ProfilingConfig, sequences: DataFrame, snapshot_vocab: DataFrame, model, packed,
+                    model_key: str) -> tuple[DataFrame, Translation]:
     """Every sequence's profile (``SCORED_SCHEMA``), scored in Spark tasks by the broadcast encoder
-    ``packed``; ``model_key`` names it in the workers' model cache. Lazy: nothing runs until read."""
-    names: dict[str, dict[int, str]] = {d: {} for d in WEIGHT_DIMENSIONS}
-    for r in vocab.where(F.col("dimension").isin(*WEIGHT_DIMENSIONS)).select("dimension", "key", "idx").collect():
-        names[r["dimension"]][r["idx"]] = r["key"]
+    ``packed`` (``model``'s weights; ``model_key`` names it in the workers' model cache), after the
+    snapshot's indices (``snapshot_vocab``) are mapped to the model's through their keys. Lazy: nothing
+    runs until read. Also returns that mapping, with what the model did not know."""
+    translation = Translation.between(model.vocabulary, (
+        r.asDict() for r in snapshot_vocab.select("dimension", "key", "idx", "count").toLocalIterator()))
+    names = {d: model.vocabulary.names(d) for d in WEIGHT_DIMENSIONS}
+    shipped = sequences.sparkSession.sparkContext.broadcast(translation)
     return sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
                             "value_bucket", "ts").mapInPandas(
-        score_partitions(model_key, packed, names, config.infer.batch_size, config.infer.evidence_events,
-                         config.infer.use_gpu), SCORED_SCHEMA)
+        score_partitions(model_key, packed, shipped, names, config.infer.batch_size, config.infer.evidence_events,
+                         config.infer.use_gpu), SCORED_SCHEMA), translation
 
 
 def infer_profiles(
@@ -260,9 +268,11 @@ def infer_profiles(
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     model_uri = f"models:/{config.mlflow.registered_model}/{model_version}"
-    packed = broadcast_encoder(spark, tracking.load_encoder(config, model_version))
-    scored = score_sequences(config, sequences, vocab, packed, f"{config.tracking_uri} {model_uri}").persist(
-        StorageLevel.MEMORY_AND_DISK)
+    model = tracking.load_encoder(config, model_version)
+    packed = broadcast_encoder(spark, model)
+    scored, translation = score_sequences(config, sequences, vocab, model, packed,
+                                          f"{config.tracking_uri} {model_uri}")
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     stamp = F.current_timestamp()
     embeddings = scored.select(
         "user_id", "embedding", "interest_embeddings", "interest_weights",
@@ -275,20 +285,27 @@ def infer_profiles(
     )
     v_w = write_snapshot(spark, config, "user_interest_weights", weights, snapshot_date, run_id)
     v_ev = write_snapshot(spark, config, "user_interest_evidence",
-                          _evidence_rows(scored, vocab).withColumn("model_version", F.lit(model_version)),
+                          _evidence_rows(scored, model.vocabulary).withColumn("model_version", F.lit(model_version)),
                           snapshot_date, run_id)
     users = scored.count()
     scored.unpersist()
     packed.destroy()
     log.info("scored %d users with %s", users, model_uri)
-    return InferResult(users, model_version, read=[seq_version, vocab_version], written=[v_emb, v_w, v_ev])
+    if translation.unseen_items:
+        log.info("infer: %d items of %s (%.2f %% of its item events) are unknown to model version %s and scored "
+                 "as unknown", translation.unseen_items, snapshot_date, 100 * translation.unseen_share, model_version)
+    return InferResult(users, model_version, translation.unseen_items, translation.unseen_share,
+                       read=[seq_version, vocab_version], written=[v_emb, v_w, v_ev])
 
 
-def _evidence_rows(scored: DataFrame, vocab: DataFrame) -> DataFrame:
-    """Explode the evidence and name its items and preference attributes from the vocabularies."""
+def _evidence_rows(scored: DataFrame, vocabulary: Vocabulary) -> DataFrame:
+    """Explode the evidence and name its items and preference attributes from the model's vocabulary."""
+    spark = scored.sparkSession
+
     def keys(dimension: str, column: str) -> DataFrame:
-        return vocab.where((F.col("dimension") == dimension) & (F.col("idx") >= FIRST_KEY)).select(
-            F.col("idx").alias(f"{dimension}_idx"), F.col("key").alias(column))
+        named = pd.DataFrame(list(vocabulary.names(dimension).items()), columns=[f"{dimension}_idx", column])
+        return spark.createDataFrame(named.astype({f"{dimension}_idx": "int32", column: "object"}),
+                                     f"{dimension}_idx int, {column} string")
 
     events = scored.select("user_id", F.explode("evidence").alias("e")).select(
         "user_id", "e.*").withColumnsRenamed({"item": "item_idx", "attribute": "attribute_idx"})

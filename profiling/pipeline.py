@@ -69,7 +69,8 @@ def run_infer(
     with progress.step("infer"), tracking.stage_run(config, "infer", snapshot_date) as run_id:
         result = infer_profiles(spark, config, snapshot_date, version, run_id)
         tracking.record_tables(read=result.read, written=result.written)
-        tracking.log_metrics({"users_scored": result.users})
+        tracking.log_metrics({"users_scored": result.users, "unseen_items": result.unseen_items,
+                              "unseen_share": result.unseen_share})
         with progress.step(f"infer: explaining {config.explain.sample_users} sample users in the MLflow run"):
             log_run_explanations(spark, config, snapshot_date)
     return result

@@ -232,16 +232,20 @@ def replace_explanation(config: ProfilingConfig, explanation: LoggedExplanation,
 
 
 def load_encoder(config: ProfilingConfig, version: str):
-    """The registered encoder of that version, on the CPU."""
+    """The registered encoder of that version, on the CPU, with the vocabulary it was trained with."""
     import mlflow.pytorch
 
     configure(config)
     uri = f"models:/{config.mlflow.registered_model}/{version}"
     try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
+        model = mlflow.pytorch.load_model(uri, map_location="cpu")
     except mlflow.exceptions.MlflowException as exc:
         raise MissingStageOutput(f"cannot load model {uri} from {config.tracking_uri}: "
                                  f"{(str(exc).splitlines() or [''])[0]}") from None
+    if getattr(model, "vocabulary", None) is None:  # registered before models kept their vocabulary
+        raise MissingStageOutput(f"model {uri} carries no vocabulary, so its indices cannot be matched to a "
+                                 "snapshot's keys: run the train stage to register a version that does")
+    return model
 
 
 def current_model_version(config: ProfilingConfig) -> str:

@@ -28,8 +28,9 @@ def trained_twice(pipeline, spark, config):
     stored = spark.table("profiling.user_profile_embeddings").where(
         (F.col("snapshot_date") == F.lit(SNAPSHOT)) & (F.col("model_version") == pipeline.infer.model_version))
     packed = broadcast_encoder(spark, second_model)
-    rescored = score_sequences(config, read_snapshot(spark, config, "user_sequences", SNAPSHOT)[0],
-                               read_snapshot(spark, config, "vocabularies", SNAPSHOT)[0], packed, "determinism")
+    rescored, _ = score_sequences(config, read_snapshot(spark, config, "user_sequences", SNAPSHOT)[0],
+                                  read_snapshot(spark, config, "vocabularies", SNAPSHOT)[0], second_model, packed,
+                                  "determinism")
     columns = ["user_id", "embedding", "interest_embeddings", "interest_weights"]
     rows = [frame.select(*columns).orderBy("user_id").collect() for frame in (stored, rescored)]
     packed.destroy()

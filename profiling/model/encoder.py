@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from profiling.model.inputs import FEATURES, FIRST_KEY, PAD
+from profiling.model.vocabulary import Vocabulary
 
 IMPORTANCE_TEMPERATURE = 4.0
 
@@ -70,6 +71,8 @@ class ProfileEncoder(nn.Module):
     def __init__(self, spec: EncoderSpec):
         super().__init__()
         self.spec = spec
+        # The key of every index, set by the train stage before the model is registered (profiling.model.vocabulary).
+        self.vocabulary: Vocabulary | None = None
         d = spec.dim
         self.embeddings = nn.ModuleDict(
             {name: nn.Embedding(spec.vocab_sizes[name], d, padding_idx=PAD) for name in FEATURES}

@@ -29,7 +29,8 @@ from profiling import progress, tracking
 from profiling.config import ProfilingConfig, TrainConfig
 from profiling.exceptions import ConfigError, MissingStageOutput, NotEnoughData, TrainingFailed
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
-from profiling.model.inputs import FEATURES, GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
+from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
+from profiling.model.vocabulary import KEYED, Vocabulary
 from profiling.tables import TableVersion, read_snapshot
 from profiling.train.data import read_rows, plan_shards
 from profiling.train.loop import TrainingJob, train_worker
@@ -47,19 +48,16 @@ class TrainResult:
     resumed_after_epoch: int = 0
 
 
-def vocabulary_sizes(
+def snapshot_vocabulary(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
-) -> tuple[dict[str, int], dict[str, int], TableVersion]:
-    """Embedding table sizes per event dimension, and the indices of the sources."""
+) -> tuple[Vocabulary, TableVersion]:
+    """The snapshot's vocabulary, which the model trained on it keeps (profiling.model.vocabulary)."""
     vocab, version = read_snapshot(spark, config, "vocabularies", snapshot_date)
-    rows = vocab.groupBy("dimension").agg(F.max("idx").alias("top")).collect()
-    sizes = {r["dimension"]: int(r["top"]) + 1 for r in rows}
-    sizes.update({"gap_bucket": GAP_BUCKETS, "value_bucket": VALUE_BUCKETS})
-    missing = [f for f in FEATURES if f not in sizes]
+    vocabulary = Vocabulary.from_rows(r.asDict() for r in vocab.select("dimension", "key", "idx").toLocalIterator())
+    missing = [f for f in KEYED if f not in vocabulary.keys]
     if missing:
         raise MissingStageOutput(f"vocabularies for {snapshot_date} lack dimensions {missing}: rerun the sequences stage")
-    sources = {r["key"]: int(r["idx"]) for r in vocab.where(F.col("dimension") == "source").collect()}
-    return sizes, sources, version
+    return vocabulary, version
 
 
 def check_enough_data(sequences: DataFrame, train: TrainConfig, snapshot_date: dt.date) -> None:
@@ -110,10 +108,12 @@ def train_encoder(
     if not files:
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
     check_enough_data(sequences, config.train, snapshot_date)
-    sizes, sources, vocab_version = vocabulary_sizes(spark, config, snapshot_date)
+    vocabulary, vocab_version = snapshot_vocabulary(spark, config, snapshot_date)
+    sources = {key: idx for idx, key in vocabulary.names("source").items()}
     behaviour_idx = sources.get("behaviour", -1)
     spec = EncoderSpec(
-        vocab_sizes=sizes, max_len=config.model.max_len, dim=config.model.dim, heads=config.model.heads,
+        vocab_sizes={**vocabulary.sizes(), "gap_bucket": GAP_BUCKETS, "value_bucket": VALUE_BUCKETS},
+        max_len=config.model.max_len, dim=config.model.dim, heads=config.model.heads,
         layers=config.model.layers, interests=config.model.interests, dropout=config.model.dropout,
         negatives=config.train.negatives, behaviour_idx=behaviour_idx, social_idx=sources.get("social", -1),
         interest_diversity=config.train.interest_diversity,
@@ -142,6 +142,7 @@ def train_encoder(
     # Whatever rank's return value the distributor hands back, rank 0's file is the record.
     result = json.loads((checkpoints / "result.json").read_text())
     model = load_checkpoint(Path(result["checkpoint"]))
+    model.vocabulary = vocabulary  # registered with the model: whoever scores with it maps keys through it
     rows = [row for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))]
     example = collate([profile_window(row, spec.max_len, behaviour_idx) for row in rows])
     version = tracking.log_encoder(model, {k: v.numpy() for k, v in example.items()}, config.mlflow.registered_model)
