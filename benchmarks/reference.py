@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from profiling.train.data import local_path
+from profiling.tables import local_path
 
 
 def _read(files: list[str], columns: list[str]) -> pa.Table:

@@ -39,8 +39,7 @@ from benchmarks.reference import reference_sequences
 from profiling import tracking
 from profiling.config import ProfilingConfig, load_config, parse_overrides
 from profiling.generate import generate_logs
-from profiling.tables import read_snapshot
-from profiling.train.data import local_path
+from profiling.tables import local_path, read_snapshot
 
 SNAPSHOT = dt.date(2026, 1, 1)
 STAGES = ("sequences", "reference", "train", "loader", "infer", "forward")

@@ -1,4 +1,5 @@
-"""Airflow DAG ``profiling_daily``: ingest → sequences → [train when due] → infer → evaluate, every day.
+"""Airflow DAG ``profiling_daily``: ingest → sequences → [train when due] → infer → evaluate, every day;
+then, once a week, maintain (OPTIMIZE and VACUUM of every table).
 
 Each stage is a ``spark-submit`` of its ``jobs/`` entry point (SparkSubmitOperator, connection
 ``profiling_spark``), for the snapshot date of the run's data interval (``{{ ds }}``). Training runs
@@ -40,6 +41,7 @@ STAGE_TIMEOUTS = {  # execution_timeout per task; Airflow 3 has no SLAs, a timeo
     "train": dt.timedelta(hours=6),
     "infer": dt.timedelta(hours=2),
     "evaluate": dt.timedelta(hours=2),
+    "maintain": dt.timedelta(hours=4),
 }
 
 
@@ -61,11 +63,22 @@ def training_due(params: dict, **_) -> bool:
     return due
 
 
+def maintenance_due(params: dict, logical_date: dt.datetime | None = None, **_) -> bool:
+    """True (run ``maintain``: OPTIMIZE and VACUUM of every table) on the run of the week's maintenance day
+    (a run without a logical date, such as a manual one, counts as today)."""
+    day = logical_date or dt.datetime.now(dt.timezone.utc)
+    due = day.isoweekday() == int(params["maintenance_weekday"])
+    log.info("%s %s the maintenance day (ISO weekday %s)", day.date(), "is" if due else "is not",
+             params["maintenance_weekday"])
+    return due
+
+
 def spark_stage(stage: str, **kwargs) -> SparkSubmitOperator:
     return SparkSubmitOperator(
         task_id=stage,
         application=str(REPO / "jobs" / f"{stage}.py"),
-        application_args=["--config", "{{ params.config }}", "--snapshot-date", "{{ ds }}"],
+        application_args=["--config", "{{ params.config }}",
+                          *(["--snapshot-date", "{{ ds }}"] if stage != "maintain" else [])],
         conn_id="profiling_spark",
         name=f"profiling-{stage}-{{{{ ds }}}}",
         packages=DELTA_PACKAGE,
@@ -100,6 +113,9 @@ with DAG(
         "driver_memory": Param("4g", type="string"),
         "max_model_age_days": Param(7, type="number", minimum=0,
                                     description="Retrain when the registered encoder is at least this old"),
+        "maintenance_weekday": Param(7, type="integer", minimum=1, maximum=7,
+                                     description="ISO weekday (7: Sunday) whose run also compacts and vacuums "
+                                                 "every table (profiling maintain)"),
     },
     tags=["profiling"],
 ) as dag:
@@ -115,6 +131,12 @@ with DAG(
     train = spark_stage("train")
     infer = spark_stage("infer", trigger_rule="none_failed_min_one_success")
     evaluate = spark_stage("evaluate")
+    check_maintenance_day = ShortCircuitOperator(
+        task_id="check_maintenance_day",
+        python_callable=maintenance_due,
+        execution_timeout=dt.timedelta(minutes=5),
+    )
+    maintain = spark_stage("maintain")
 
-    ingest >> sequences >> check_model_age >> train >> infer >> evaluate
+    ingest >> sequences >> check_model_age >> train >> infer >> evaluate >> check_maintenance_day >> maintain
     sequences >> infer

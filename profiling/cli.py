@@ -375,6 +375,23 @@ def benchmark(
 
 
 @app.command()
+def maintain(
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
+    retain_days: Annotated[Optional[float], typer.Option(
+        help="Days of time travel to keep (default: maintenance.retain_days, 7); 0 keeps the current versions only",
+        min=0)] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compact every table's small files and delete the files no version of the last N days reads."""
+    from profiling.pipeline import run_maintain
+
+    kept = [] if retain_days is None else [f"maintenance.retain_days={retain_days}"]
+    cfg = _existing_workdir(_config(config, workdir, (set_ or []) + kept))
+    result = run_maintain(_session(cfg, verbose, "maintain"), cfg)
+    typer.echo(json.dumps(result.to_dict()))
+
+
+@app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="Spark SQL, e.g. SELECT * FROM profiling.user_interest_weights")],
     config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,

@@ -227,6 +227,13 @@ class PrivacyConfig(_Section):
         "(pseudonyms are digested under key_env's key); unset: no digests are kept."))
 
 
+class MaintenanceConfig(_Section):
+    retain_days: float = Field(7.0, ge=0.0, description=(
+        "`profiling maintain` keeps this many days of time travel: VACUUM deletes the files no table version "
+        "of that span reads. Below the tables' delta.deletedFileRetentionDuration (7 days) Delta's own check "
+        "is lifted for that call; 0 removes every file the current versions do not read."))
+
+
 # Values of settings whose name says they are secret are masked wherever the config is shown.
 _SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|access\.key|private", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
@@ -255,6 +262,8 @@ class ProfilingConfig(_Section):
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description=(
         "Explanations: `profiling explain` and the figures every infer run logs."))
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Pseudonymous user ids.")
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig, description=(
+        "`profiling maintain`: compaction and VACUUM of every table."))
 
     @property
     def workdir_path(self) -> Path:

@@ -99,6 +99,18 @@ def run_evaluate(
     return result
 
 
+def run_maintain(spark: SparkSession, config: ProfilingConfig, retain_days: float | None = None):
+    """OPTIMIZE and VACUUM every table (profiling.maintenance), as an MLflow run with what it removed."""
+    from profiling.maintenance import maintain_tables
+
+    today = dt.datetime.now(dt.timezone.utc).date()
+    with progress.step("maintain"), tracking.stage_run(config, "maintain", today):
+        result = maintain_tables(spark, config, retain_days)
+        tracking.record_tables(written=result.written)
+        tracking.log_metrics({"retain_days": result.retain_days, **result.totals()})
+    return result
+
+
 @dataclass
 class PipelineResult:
     run_id: str

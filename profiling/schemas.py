@@ -83,6 +83,7 @@ class TableContract:
     comment: str
     partitioned_by: tuple[str, ...]
     columns: tuple[Column, ...]
+    properties: tuple[tuple[str, str], ...] = ()  # Delta table properties (TBLPROPERTIES)
 
     @property
     def names(self) -> list[str]:
@@ -97,8 +98,14 @@ class TableContract:
         parts = f"\nPARTITIONED BY ({', '.join(self.partitioned_by)})" if self.partitioned_by else ""
         return (
             f"CREATE TABLE IF NOT EXISTS {qualified_name} (\n  {cols}\n) USING DELTA{parts}\n"
-            f"COMMENT {_quote(self.comment)}"
+            f"COMMENT {_quote(self.comment)}{self.properties_sql()}"
         )
+
+    def properties_sql(self) -> str:
+        """`` TBLPROPERTIES (...)`` of the contract's properties ("" if none)."""
+        if not self.properties:
+            return ""
+        return " TBLPROPERTIES (" + ", ".join(f"{_quote(k)} = {_quote(v)}" for k, v in self.properties) + ")"
 
 
 def _quote(text: str) -> str:
@@ -125,6 +132,7 @@ def input_contracts() -> dict[str, InputContract]:
 @functools.cache
 def table_contracts() -> dict[str, TableContract]:
     raw = yaml.safe_load((SCHEMAS_DIR / "tables.yaml").read_text())
+    shared = raw.pop("properties", {})  # every table's; a table's own win
     return {
         name: TableContract(
             name=name,
@@ -133,6 +141,7 @@ def table_contracts() -> dict[str, TableContract]:
             columns=tuple(
                 Column(c["name"], c["type"], bool(c.get("nullable", True)), c["comment"]) for c in spec["columns"]
             ),
+            properties=tuple(sorted({k: str(v) for k, v in {**shared, **spec.get("properties", {})}.items()}.items())),
         )
         for name, spec in raw.items()
     }

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -39,6 +40,13 @@ def warehouse_dir(workdir: Path) -> Path:
     return workdir / "warehouse"
 
 
+def local_path(uri: str) -> str:
+    """``file:/x`` and ``file:///x`` URIs (as Spark lists a table's files) to the plain paths pyarrow opens;
+    others unchanged."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme == "file" else uri
+
+
 def table_dir(workdir: Path, database: str, name: str) -> Path:
     """The folder of managed table ``database.name`` in a workdir's embedded catalog: Hive's layout,
     ``<warehouse>/<database>.db/<name>``, so its Delta log can be read without asking the catalog."""
@@ -46,8 +54,8 @@ def table_dir(workdir: Path, database: str, name: str) -> Path:
 
 
 def ensure_table(spark: SparkSession, config: ProfilingConfig, name: str) -> str:
-    """Create the database and the table (with its comments) if they do not exist yet, and add the
-    columns its contract has gained since."""
+    """Create the database and the table (with its comments and properties) if they do not exist yet, and
+    add the columns and properties its contract has gained since."""
     spark.sql(
         f"CREATE DATABASE IF NOT EXISTS {config.catalog.database} "
         "COMMENT 'User profiles built by profiling: logs, sequences, embeddings, interest weights'"
@@ -59,6 +67,9 @@ def ensure_table(spark: SparkSession, config: ProfilingConfig, name: str) -> str
     added = [c for c in contract.columns if c.name not in existing]
     if added:  # a contract that gained columns since the table was created
         spark.sql(f"ALTER TABLE {full} ADD COLUMNS ({', '.join(c.sql(not_null=False) for c in added)})")
+    have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
+    if any(have.get(k) != v for k, v in contract.properties):  # a table from before the contract said so
+        spark.sql(f"ALTER TABLE {full} SET{contract.properties_sql()}")
     return full
 
 

@@ -53,6 +53,7 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
 def test_the_dag_imports_cleanly_with_the_expected_task_graph(airflow_env):
     probe = """
 import json
+from datetime import datetime, timedelta
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=%r)
 dag = bag.dags["profiling_daily"]
@@ -66,6 +67,8 @@ print(json.dumps({
     "timeouts": {t.task_id: t.execution_timeout is not None for t in dag.tasks},
     "args": dag.task_dict["train"].application_args,
     "max_active_runs": dag.max_active_runs,
+    "maintenance_days": [str(day.date()) for day in (datetime(2026, 11, 2) + timedelta(days=n) for n in range(14))
+                         if dag.task_dict["check_maintenance_day"].python_callable(dag.params.dump(), day)],
 }))
 """ % str(REPO / "jobs")
     out = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", probe], env=airflow_env,
@@ -75,11 +78,13 @@ print(json.dumps({
     assert dag["errors"] == {}
     assert dag["edges"] == {
         "ingest": ["sequences"], "sequences": ["check_model_age", "infer"], "check_model_age": ["train"],
-        "train": ["infer"], "infer": ["evaluate"], "evaluate": [],
+        "train": ["infer"], "infer": ["evaluate"], "evaluate": ["check_maintenance_day"],
+        "check_maintenance_day": ["maintain"], "maintain": [],
     }
-    stages = ["ingest", "sequences", "train", "infer", "evaluate"]
+    stages = ["ingest", "sequences", "train", "infer", "evaluate", "maintain"]
     assert all(dag["kinds"][s] == "SparkSubmitOperator" for s in stages)
-    assert dag["kinds"]["check_model_age"] == "ShortCircuitOperator"
+    assert dag["kinds"]["check_model_age"] == dag["kinds"]["check_maintenance_day"] == "ShortCircuitOperator"
+    assert dag["maintenance_days"] == ["2026-11-08", "2026-11-15"]  # Sundays, by default
     assert dag["trigger_rules"]["infer"] == "none_failed_min_one_success"
     assert all(n >= 1 for n in dag["retries"].values()) and dag["backoff"] and all(dag["timeouts"].values())
     assert "{{ ds }}" in dag["args"]
@@ -135,8 +140,9 @@ def two_days(airflow_env, tmp_path_factory) -> tuple[Path, dict[str, dict[str, s
 
 def test_the_first_day_runs_every_stage_and_writes_that_snapshot(two_days):
     config, states = two_days
-    assert states[FIRST] == {t: "success" for t in
-                             ("ingest", "sequences", "check_model_age", "train", "infer", "evaluate")}
+    assert states[FIRST] == {**{t: "success" for t in ("ingest", "sequences", "check_model_age", "train", "infer",
+                                                        "evaluate", "check_maintenance_day")},
+                             "maintain": "skipped"}  # a Monday
     tables = config.parent / "work"
     frames = {name: table_frame(tables, name) for name in ("user_profile_embeddings", "user_interest_weights",
                                                            "user_sequences")}
@@ -149,6 +155,7 @@ def test_the_next_day_skips_training_and_scores_with_the_current_model(two_days)
     assert states[SECOND]["check_model_age"] == "success"
     assert states[SECOND]["train"] == "skipped"
     assert states[SECOND]["infer"] == "success" and states[SECOND]["evaluate"] == "success"
+    assert states[SECOND]["maintain"] == "skipped"  # a Tuesday
     profiles = table_frame(config.parent / "work", "user_profile_embeddings")
     rows = (profiles.assign(snapshot_date=profiles["snapshot_date"].astype(str)).groupby("snapshot_date")
             .agg(users=("user_id", "nunique"), model=("model_version", "min")).reset_index().to_dict("records"))

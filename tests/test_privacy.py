@@ -4,6 +4,7 @@ VACUUM no data file holds the id either."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pandas as pd
@@ -54,13 +55,25 @@ def test_forget_removes_the_user_from_every_current_table(forgotten):
 
 
 @pytest.mark.jvm
-def test_after_vacuum_no_data_file_holds_the_user(forgotten):
-    """VACUUM with no retention, by delta-rs in this process (the tables' protocol is 1/2: any engine's
-    VACUUM removes the same unreferenced files)."""
+def test_the_training_feed_reads_no_file_that_holds_the_user(forgotten):
+    """Training reads the parquet files of the table's version directly: with deletion vectors a file
+    would still hold the deleted rows. The tables keep them off, so a forget rewrites the files."""
+    work, user, before, _ = forgotten
+    table = delta_table(work, "user_sequences")
+    assert any("/user_sequences/" in path for path in before), "the user had no sequence: nothing to check"
+    assert "deletionVectors" not in (table.protocol().writer_features or [])
+    read = {os.path.realpath(uri) for uri in table.file_uris()}
+    assert read and not read & {os.path.realpath(p) for p in before}
+    assert set(files_naming(work / "warehouse" / "profiling.db" / "user_sequences", user)) == {
+        p for p in before if "/user_sequences/" in p}  # only the replaced files, which VACUUM deletes
+
+
+@pytest.mark.jvm
+def test_after_maintain_with_no_retention_no_data_file_holds_the_user(forgotten):
     work, user, before, _ = forgotten
     assert before, "the check found the user in no file before forgetting: it cannot tell anything"
-    for table in (work / "warehouse" / "profiling.db").iterdir():
-        delta_table(work, table.name).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    result = json.loads(profiling("maintain", "--workdir", str(work), "--retain-days", "0").splitlines()[-1])
+    assert result["retain_days"] == 0 and result["files_deleted"] >= len(before)
     assert files_naming(work / "warehouse", user) == []
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
 
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from profiling.model.inputs import FEATURES, training_windows
+from profiling.tables import local_path
 
 COLUMNS = [*FEATURES, "length", "valid_pos", "test_pos"]
 
@@ -31,13 +31,6 @@ class Shard:
     row_groups: tuple[tuple[str, int], ...]
     stride: int = 1
     offset: int = 0
-
-
-def local_path(uri: str) -> str:
-    """``file:/x`` and ``file:///x`` URIs (as Spark lists a table's files) to the plain paths pyarrow opens;
-    others unchanged."""
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme == "file" else uri
 
 
 def plan_shards(files: Sequence[str], readers: int) -> list[Shard]:
