@@ -18,6 +18,13 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Every JVM the suite starts (its sessions, the CLI's, spark-submit's, the launcher's) works on tiny data
+# for seconds to minutes, where C2's compiling costs more CPU than it wins back: the client compiler alone
+# and the serial collector (docs/performance.md, "The test suite's JVMs"). C1's frames are larger: ALS's
+# deep task deserialisation overflowed the default 1 MiB thread stack, hence -Xss4m.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m"
+for _variable in ("SPARK_SUBMIT_OPTS", "SPARK_LAUNCHER_OPTS"):
+    os.environ.setdefault(_variable, JVM_OPTIONS)
 
 SNAPSHOT = dt.date(2026, 11, 1)
 
