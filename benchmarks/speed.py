@@ -159,7 +159,7 @@ def _loader(spark, config) -> dict:
     from profiling.train.data import TrainingBatches
     from profiling.train.launch import snapshot_vocabulary
 
-    sources = {key: idx for idx, key in snapshot_vocabulary(spark, config, SNAPSHOT)[0].names("source").items()}
+    sources = snapshot_vocabulary(spark, config, SNAPSHOT)[0].indices("source")
     t = config.train
     feed = TrainingBatches(_sequence_files(spark, config), 0, 1, sources.get("behaviour", -1),
                            config.model.max_len, t.batch_size, t.shuffle_buffer, t.seed)

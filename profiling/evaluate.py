@@ -207,8 +207,7 @@ def evaluate_profiles(
     missing: dict[str, str] = {}
     with progress.step(f"evaluate: ranking {len(test):,} test targets with the encoder"):
         # The encoder reads the snapshot through its own vocabulary: a target it never saw cannot be ranked.
-        to_model = Translation.between(model.vocabulary, (
-            r.asDict() for r in vocab.select("dimension", "key", "idx", "count").toLocalIterator()))
+        to_model = Translation.from_table(model.vocabulary, vocab)
         models["profiling"] = evaluate_encoder(model, pd.DataFrame([to_model.apply(r) for r in
                                                                     test.to_dict("records")]))
     baselines = {"popularity": lambda: evaluate_popularity(train, n_items, targets),

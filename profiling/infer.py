@@ -246,8 +246,7 @@ def score_sequences(config: ProfilingConfig, sequences: DataFrame, snapshot_voca
     ``packed`` (``model``'s weights; ``model_key`` names it in the workers' model cache), after the
     snapshot's indices (``snapshot_vocab``) are mapped to the model's through their keys. Lazy: nothing
     runs until read. Also returns that mapping, with what the model did not know."""
-    translation = Translation.between(model.vocabulary, (
-        r.asDict() for r in snapshot_vocab.select("dimension", "key", "idx", "count").toLocalIterator()))
+    translation = Translation.from_table(model.vocabulary, snapshot_vocab)
     names = {d: model.vocabulary.names(d) for d in WEIGHT_DIMENSIONS}
     shipped = sequences.sparkSession.sparkContext.broadcast(translation)
     return sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",

@@ -53,6 +53,10 @@ class Vocabulary:
         """Index to key, real keys only."""
         return dict(enumerate(self.keys.get(dimension, ())[FIRST_KEY:], start=FIRST_KEY))
 
+    def indices(self, dimension: str) -> dict[str, int]:
+        """Key to index, real keys only."""
+        return {key: idx for idx, key in self.names(dimension).items()}
+
     def translation(self, dimension: str, snapshot_keys: Mapping[int, str]) -> np.ndarray:
         """``out[i]``: this vocabulary's index for the key a snapshot gives index ``i``; ``UNKNOWN`` for keys
         it never saw (padding stays padding)."""
@@ -88,6 +92,12 @@ class Translation:
         total = sum(c for i, c in counts["item"].items() if i >= FIRST_KEY)
         share = sum(counts["item"][i] for i in unseen) / total if total else 0.0
         return cls(to_model, len(unseen), share)
+
+    @classmethod
+    def from_table(cls, model: Vocabulary, snapshot_vocab) -> Translation:
+        """``between`` for a snapshot's ``vocabularies`` as a Spark DataFrame, read on the driver."""
+        return cls.between(model, (r.asDict() for r in snapshot_vocab.select("dimension", "key", "idx", "count")
+                                   .toLocalIterator()))
 
     def apply(self, row: Mapping) -> dict:
         """``row`` (a ``user_sequences`` row) with its keyed arrays in the model's indices."""

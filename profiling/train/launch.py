@@ -109,7 +109,7 @@ def train_encoder(
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
     check_enough_data(sequences, config.train, snapshot_date)
     vocabulary, vocab_version = snapshot_vocabulary(spark, config, snapshot_date)
-    sources = {key: idx for idx, key in vocabulary.names("source").items()}
+    sources = vocabulary.indices("source")
     behaviour_idx = sources.get("behaviour", -1)
     spec = EncoderSpec(
         vocab_sizes={**vocabulary.sizes(), "gap_bucket": GAP_BUCKETS, "value_bucket": VALUE_BUCKETS},
