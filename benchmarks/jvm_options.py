@@ -1,12 +1,11 @@
 """What JVM options cost or save for a short stage: ``python -m benchmarks.jvm_options``.
 
-The test suite starts dozens of JVMs that each live for a stage on tiny data. This runs one
-stage of the ``profiling`` console script (the sequences stage of a small generated workdir)
-``--runs`` times with each set of options in ``SPARK_SUBMIT_OPTS`` (and the launcher's
-``SPARK_LAUNCHER_OPTS``) and prints the median wall
-seconds and the median CPU seconds the whole machine spent meanwhile (read from /proc/stat: the
-JVM is not a child the shell waits for, so ``time`` would not count it). Run it on an otherwise
-idle machine.
+The test suite starts dozens of JVMs that each live for a stage on tiny data. This runs one stage of
+the ``profiling`` console script (the sequences stage of a small generated workdir) ``--runs`` times
+with each set of options in ``SPARK_SUBMIT_OPTS`` (and the launcher's ``SPARK_LAUNCHER_OPTS``), and
+prints the median wall seconds and the median CPU seconds the whole machine spent meanwhile (read from
+/proc/stat: the JVM is not a child the shell waits for, so ``time`` would not count it). The second
+set is the one tests/conftest.py gives every JVM of the suite. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
