@@ -422,6 +422,28 @@ def _count_users(checked: dict[str, DataFrame]) -> tuple[int, int]:
     return total, without
 
 
+def check_log(spark: SparkSession, source: str, path: Path | None, rules: ValidationRules,
+              key: bytes | None) -> tuple[DataFrame, LogQuality]:
+    """One log read, validated (ids pseudonymised when ``key`` is set) and measured, before anything is
+    written: its rows, each with its reason or none (persisted: the caller unpersists), and their counts."""
+    contract = input_contracts()[source]
+    if path is None:
+        frame = _empty_log(spark, contract)
+    else:
+        frame = quarantine_duplicates(validate(read_raw(spark, path, contract), contract, rules), contract)
+        user_columns = [c for c in USER_COLUMNS if c in contract.names]
+        if key is not None and user_columns:
+            # The text of an unparsable record would keep the raw ids that pseudonyms replace.
+            frame = pseudonymise(frame.withColumn("raw_record", F.to_json(F.map_filter(
+                F.from_json("raw_record", "map<string,string>"), lambda k, _: k != "_raw"))),
+                user_columns, key)
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+    quality = _measure(frame, source, path)
+    if path is not None and quality.read == 0:
+        log.warning("%s: %s holds no rows", source, path)
+    return frame, quality
+
+
 def ingest_logs(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
 ) -> IngestResult:
@@ -436,23 +458,8 @@ def ingest_logs(
                            dict(config.input.max_reason_share))
     checked: dict[str, DataFrame] = {}
     for source, path in resolve_input_paths(config).items():
-        contract = input_contracts()[source]
         with progress.step(f"ingest: validating the {source} log {path or '(none given: empty)'}"):
-            if path is None:
-                frame = _empty_log(spark, contract)
-            else:
-                frame = quarantine_duplicates(validate(read_raw(spark, path, contract), contract, rules), contract)
-                user_columns = [c for c in USER_COLUMNS if c in contract.names]
-                if key is not None and user_columns:
-                    # The text of an unparsable record would keep the raw ids that pseudonyms replace.
-                    frame = pseudonymise(frame.withColumn("raw_record", F.to_json(F.map_filter(
-                        F.from_json("raw_record", "map<string,string>"), lambda k, _: k != "_raw"))),
-                        user_columns, key)
-                frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
-            checked[source] = frame
-            report.logs[source] = _measure(frame, source, path)
-            if path is not None and report.logs[source].read == 0:
-                log.warning("%s: %s holds no rows", source, path)
+            checked[source], report.logs[source] = check_log(spark, source, path, rules, key)
     report.users, report.users_without_behaviour = _count_users(checked)
     report.event_types = {r["event_type"]: r["count"] for r in checked["behaviour"].where(
         F.col("reason_code").isNull()).groupBy("event_type").count()

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from pyspark.sql import functions as F
+
+from commands import delta_table, table_frame
 
 SNAPSHOT = dt.date(2026, 11, 1)
 DATABASE = "forgetting"
@@ -67,85 +68,101 @@ def forgetting(spark, config, tmp_path_factory):
     return cfg
 
 
-def _rows_naming(spark, user: str) -> dict[str, int]:
+def _table(work: Path, name: str) -> pd.DataFrame:
+    """A table of this module's database in the shared session's warehouse (under ``work``), read with
+    delta-rs: no Spark job per check."""
+    return table_frame(work, name, DATABASE)
+
+
+def _raw_users(record: str) -> set:
+    try:
+        raw = json.loads(record)
+    except ValueError:
+        return set()
+    return {raw.get("user_id"), raw.get("other_user_id")} if isinstance(raw, dict) else set()
+
+
+def _rows_naming(work: Path, user: str) -> dict[str, int]:
     counts = {}
     for name in USER_TABLES:
+        frame = _table(work, name)
         if name == "quarantine":
-            names = (F.get_json_object("raw_record", "$.user_id") == user) | (
-                F.get_json_object("raw_record", "$.other_user_id") == user)
+            names = frame["raw_record"].map(lambda record: user in _raw_users(record))
         elif name == "social_edges":
-            names = (F.col("user_id") == user) | (F.col("other_user_id") == user)
+            names = (frame["user_id"] == user) | (frame["other_user_id"] == user)
         else:
-            names = F.col("user_id") == user
-        counts[name] = spark.table(f"{DATABASE}.{name}").where(names).count()
+            names = frame["user_id"] == user
+        counts[name] = int(names.sum())
     return counts
 
 
-def _versions(spark) -> dict[str, int]:
-    return {name: spark.sql(f"DESCRIBE HISTORY {DATABASE}.{name} LIMIT 1").first()["version"] for name in USER_TABLES}
+def _versions(work: Path) -> dict[str, int]:
+    return {name: delta_table(work, name, DATABASE).version() for name in USER_TABLES}
 
 
-def _audit_rows(spark) -> list[dict]:
-    return [r.asDict() for r in spark.table(f"{DATABASE}.forget_requests").collect()]
+def _audit_rows(work: Path) -> list[dict]:
+    return [{**row, "user_id_hmac": list(row["user_id_hmac"])}
+            for row in _table(work, "forget_requests").to_dict("records")]
 
 
 def _digest(user: str) -> str:
     return hmac.new(AUDIT_KEY.encode(), user.encode(), hashlib.sha256).hexdigest()
 
 
-def _assert_audit_names_no_id(spark, users: list[str]) -> None:
+def _assert_audit_names_no_id(work: Path, users: list[str]) -> None:
     """No raw id, and no unkeyed SHA-256 of one, anywhere in the audit table."""
-    values = [str(v) for row in _audit_rows(spark) for v in [*row.values(), *row["user_id_hmac"]]]
+    values = [str(v) for row in _audit_rows(work) for v in [*row.values(), *row["user_id_hmac"]]]
     for user in users:
         unkeyed = hashlib.sha256(user.encode()).hexdigest()
         assert not [v for v in values if user in v or unkeyed in v], user
 
 
-def test_an_id_with_a_unicode_space_is_another_user(forgetting, spark, monkeypatch):
+def test_an_id_with_a_unicode_space_is_another_user(forgetting, spark, config, monkeypatch):
     from profiling.privacy import forget_users
 
     monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
-    bob, nbsp_bob = _rows_naming(spark, "bob"), _rows_naming(spark, "bob\u00a0")
+    bob, nbsp_bob = _rows_naming(config.workdir_path, "bob"), _rows_naming(config.workdir_path, "bob\u00a0")
     assert bob["behaviour_events"] and bob["quarantine"] and nbsp_bob["behaviour_events"] and nbsp_bob["quarantine"]
     result = forget_users(spark, forgetting, ["bob\u00a0"])
     assert result.rows_deleted_per_user == {"bob\u00a0": nbsp_bob}
-    assert _rows_naming(spark, "bob\u00a0") == dict.fromkeys(USER_TABLES, 0)
-    assert _rows_naming(spark, "bob") == bob
-    audit = next(r for r in _audit_rows(spark) if r["request_id"] == result.request_id)
+    assert _rows_naming(config.workdir_path, "bob\u00a0") == dict.fromkeys(USER_TABLES, 0)
+    assert _rows_naming(config.workdir_path, "bob") == bob
+    audit = next(r for r in _audit_rows(config.workdir_path) if r["request_id"] == result.request_id)
     assert (audit["user_id_hmac"], audit["digest_key"]) == ([_digest("bob\u00a0")], "privacy.audit_key_env")
-    _assert_audit_names_no_id(spark, ["bob\u00a0", "bob"])
+    _assert_audit_names_no_id(config.workdir_path, ["bob\u00a0", "bob"])
 
 
-def test_a_users_file_line_is_one_id_whatever_unicode_line_break_it_holds(forgetting, spark, tmp_path, monkeypatch):
+def test_a_users_file_line_is_one_id_whatever_unicode_line_break_it_holds(forgetting, spark, config, tmp_path,
+                                                                          monkeypatch):
     from profiling.ids import read_id_file
     from profiling.privacy import forget_users
 
     monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
-    alice, carol = _rows_naming(spark, "alice"), _rows_naming(spark, "carol")
+    alice, carol = _rows_naming(config.workdir_path, "alice"), _rows_naming(config.workdir_path, "carol")
     assert alice["behaviour_events"] and carol["behaviour_events"]
     ids = tmp_path / "ids.txt"
     ids.write_bytes("alice\u0085carol\r\n\r\n".encode())
     result = forget_users(spark, forgetting, read_id_file(ids))
     assert list(result.rows_deleted_per_user) == ["alice\u0085carol"] and result.missing == []
-    assert _rows_naming(spark, "alice\u0085carol") == dict.fromkeys(USER_TABLES, 0)
-    assert (_rows_naming(spark, "alice"), _rows_naming(spark, "carol")) == (alice, carol)
+    assert _rows_naming(config.workdir_path, "alice\u0085carol") == dict.fromkeys(USER_TABLES, 0)
+    assert (_rows_naming(config.workdir_path, "alice"), _rows_naming(config.workdir_path, "carol")) == (alice, carol)
 
 
-def test_ids_that_match_nothing_stop_the_request_before_anything_is_deleted(forgetting, spark, monkeypatch):
+def test_ids_that_match_nothing_stop_the_request_before_anything_is_deleted(forgetting, spark, config, monkeypatch):
     from profiling.privacy import UnknownUsers, forget_users
 
     monkeypatch.setenv(AUDIT_ENV, AUDIT_KEY)
-    dave, versions = _rows_naming(spark, "dave"), _versions(spark)
+    dave, versions = _rows_naming(config.workdir_path, "dave"), _versions(config.workdir_path)
     assert dave["behaviour_events"]
     with pytest.raises(UnknownUsers) as raised:
         forget_users(spark, forgetting, ["dave", "nobody", "dave\u00a0"])
     assert "2 of 3 ids match nothing" in str(raised.value)
     assert "'nobody'" in str(raised.value) and "'dave\\xa0'" in str(raised.value) and "\n" not in str(raised.value)
-    assert (_rows_naming(spark, "dave"), _versions(spark)) == (dave, versions)
+    assert (_rows_naming(config.workdir_path, "dave"), _versions(config.workdir_path)) == (dave, versions)
     result = forget_users(spark, forgetting, ["dave", "nobody"], allow_missing=True)
     assert result.missing == ["nobody"]
     assert result.rows_deleted_per_user == {"dave": dave, "nobody": dict.fromkeys(USER_TABLES, 0)}
-    assert _rows_naming(spark, "dave") == dict.fromkeys(USER_TABLES, 0)
+    assert _rows_naming(config.workdir_path, "dave") == dict.fromkeys(USER_TABLES, 0)
 
 
 def test_the_cli_says_so_in_one_line_and_exit_2(forgetting, config, tmp_path, capsys):
@@ -191,14 +208,14 @@ def test_forget_reaches_the_sample_explanations_of_every_run(forgetting, spark, 
     assert (result.artifacts_deleted, result.artifacts_rewritten) == (2 * len(own), 2 * len(listing))
 
 
-def test_without_an_audit_key_no_digest_is_kept_and_forget_warns(forgetting, spark, monkeypatch, caplog):
+def test_without_an_audit_key_no_digest_is_kept_and_forget_warns(forgetting, spark, config, monkeypatch, caplog):
     from profiling.privacy import forget_users
 
     monkeypatch.delenv(AUDIT_ENV, raising=False)
     with caplog.at_level(logging.WARNING, logger="profiling.privacy"):
         result = forget_users(spark, forgetting, ["erin"])
-    audit = next(r for r in _audit_rows(spark) if r["request_id"] == result.request_id)
+    audit = next(r for r in _audit_rows(config.workdir_path) if r["request_id"] == result.request_id)
     assert (audit["user_id_hmac"], audit["digest_key"], result.digest_key) == ([], "none", "none")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and AUDIT_ENV in warnings[0] and "\n" not in warnings[0]
-    _assert_audit_names_no_id(spark, ["erin"])
+    _assert_audit_names_no_id(config.workdir_path, ["erin"])

@@ -72,19 +72,25 @@ def _ingest(spark, config, folder: Path, **settings):
     return ingest_logs(spark, _config(config, folder, **settings), DATE)
 
 
-def _behaviour(spark):
-    return (spark.table(f"{DATABASE}.behaviour_events").where(F.col("snapshot_date") == F.lit(DATE))
-            .orderBy("event_order").toPandas())
+def _checked(spark, config, folder: Path, **settings):
+    """The behaviour log read and validated as ingest does, nothing written: (its rows in file order,
+    with their reasons; their counts). The parquet fixture below runs a whole ingest."""
+    from profiling.ingest import ValidationRules, check_log, resolve_input_paths
+
+    cfg = _config(config, folder, **settings)
+    frame, quality = check_log(spark, "behaviour", resolve_input_paths(cfg)["behaviour"],
+                               ValidationRules.for_snapshot(cfg, DATE), None)
+    rows = frame.orderBy("event_order").toPandas()
+    frame.unpersist()
+    return rows, quality
 
 
 @pytest.mark.parametrize("writer", [_csv_module, _csv_module_excel_bom_crlf, _pandas], ids=lambda w: w.__name__)
 def test_csv_is_read_as_written_and_read_counts_records(spark, config, tmp_path, writer):
     path = _with_behaviour(tmp_path, writer)
     assert path.read_bytes().count(b"\n") > len(AWKWARD) + 1  # more lines than records
-    result = _ingest(spark, config, tmp_path)
-    counts = result.counts["behaviour"]
+    stored, counts = _checked(spark, config, tmp_path)
     assert (counts.read, counts.accepted, counts.quarantined) == (len(AWKWARD), len(AWKWARD), 0)
-    stored = _behaviour(spark)
     assert list(stored["user_id"]) == [r["user_id"] for r in AWKWARD]  # no phantom user from a line break
     # A line break inside a quoted field written as the file's own line end (CRLF here) is stored as \n.
     crlf = path.read_bytes().split(b"\n", 1)[0].endswith(b"\r")
@@ -102,11 +108,9 @@ def test_an_unparsable_record_is_quarantined_once_and_the_rest_counted_as_record
             f.write('eve,"never closed,view,1700000006,c,1\r\nfay,i2,view,1700000007,c,1\r\n')  # swallows the rest
 
     _with_behaviour(tmp_path, write)
-    result = _ingest(spark, config, tmp_path, max_quarantined_share=1.0)
-    counts = result.counts["behaviour"]
+    rows, counts = _checked(spark, config, tmp_path)
     assert (counts.read, counts.accepted, counts.reasons) == (len(AWKWARD) + 2, len(AWKWARD), {"malformed_row": 2})
-    quarantine = spark.table(f"{DATABASE}.quarantine").where(F.col("snapshot_date") == F.lit(DATE)).collect()
-    raw = [json.loads(r["raw_record"]) for r in quarantine]
+    raw = [json.loads(r) for r in rows[rows["reason_code"].notna()]["raw_record"]]
     assert sorted(r["user_id"] for r in raw) == ["dan", "eve"]
     assert all(r["_raw"].startswith(r["user_id"] + ",") for r in raw)  # the text as written is kept
 
@@ -118,9 +122,8 @@ def test_a_record_wider_than_the_csv_parser_default_is_quarantined(spark, config
             f.write("gus,i3,view,1700000008,c,1," + ",".join(["x"] * 25_000) + "\r\n")
 
     _with_behaviour(tmp_path, write)
-    result = _ingest(spark, config, tmp_path, max_quarantined_share=1.0)
-    assert result.counts["behaviour"].reasons == {"malformed_row": 1}
-    assert result.counts["behaviour"].accepted == len(AWKWARD)
+    _, counts = _checked(spark, config, tmp_path)
+    assert counts.reasons == {"malformed_row": 1} and counts.accepted == len(AWKWARD)
 
 
 @pytest.fixture(scope="module")
@@ -170,9 +173,7 @@ def test_float_seconds_are_whole_seconds_and_a_missing_optional_ts_stays_missing
 
 def test_a_float_id_with_a_fraction_is_quarantined_as_bad_type(spark, config, parquet_logs):
     folder, _, _ = parquet_logs
-    result = _ingest(spark, config, folder, behaviour=str(folder / "fractional_id.parquet"),
-                     max_quarantined_share=1.0)
-    assert result.counts["behaviour"].reasons == {"bad_type": 1}
-    row = spark.table(f"{DATABASE}.quarantine").where(
-        (F.col("snapshot_date") == F.lit(DATE)) & (F.col("source") == "behaviour")).first()
-    assert "7.5" in row["message"] and "whole" in row["message"]
+    rows, counts = _checked(spark, config, folder, behaviour=str(folder / "fractional_id.parquet"))
+    assert counts.reasons == {"bad_type": 1}
+    [message] = rows[rows["reason_code"] == "bad_type"]["message"]
+    assert "7.5" in message and "whole" in message
