@@ -1,11 +1,15 @@
-"""What JVM options cost or save for a short stage: ``python -m benchmarks.jvm_options``.
+"""What JVM options cost or save for a short stage, and for a long-lived session: ``python -m benchmarks.jvm_options``.
 
 The test suite starts dozens of JVMs that each live for a stage on tiny data. This runs one stage of
 the ``profiling`` console script (the sequences stage of a small generated workdir) ``--runs`` times
 with each set of options in ``SPARK_SUBMIT_OPTS`` (and the launcher's ``SPARK_LAUNCHER_OPTS``), and
 prints the median wall seconds and the median CPU seconds the whole machine spent meanwhile (read from
 /proc/stat: the JVM is not a child the shell waits for, so ``time`` would not count it). The second
-set is the one tests/conftest.py gives every JVM of the suite. Run it on an otherwise idle machine.
+set is the one tests/conftest.py gives every JVM of the suite but the shared sessions'.
+
+``--in-session N`` also runs the same stage N times in one process and its session, as a test worker's
+shared session runs one test after another, and prints the CPU seconds (the process and its JVM) of the
+first stage and the median of the others under each set. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -23,6 +27,26 @@ OPTIONS = {
     "default": "",
     "client compiler, serial collector, 4 MiB stacks": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m",
 }
+# A session that lives for many stages: the suite's set for short JVMs against its shared sessions' set.
+SESSION_OPTIONS = {
+    "client compiler, serial collector, 4 MiB stacks": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m",
+    "both compilers, serial collector, 4 MiB stacks": "-XX:+UseSerialGC -Xss4m",
+}
+# One session running the stage again and again; prints the CPU seconds of each run.
+IN_SESSION = """
+import datetime as dt, os, sys
+from benchmarks.suite_cpu import tree_cpu
+from profiling.config import load_config
+from profiling.pipeline import run_sequences
+from profiling.spark import build_spark_session
+config = load_config(overrides={"workdir": sys.argv[1], "spark": {"master": "local[2]", "shuffle_partitions": 2,
+                                                                  "show_progress": False}})
+spark = build_spark_session(config)
+for _ in range(int(sys.argv[2])):
+    before = tree_cpu(os.getpid())
+    run_sequences(spark, config, dt.date.fromisoformat(sys.argv[3]))
+    print(tree_cpu(os.getpid()) - before, flush=True)
+"""
 
 
 def busy_seconds() -> float:
@@ -39,8 +63,11 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.jvm_options", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="Runs per set of options; medians are reported")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="Runs of the stage's own JVM per set of options; medians are reported (0: none)")
     parser.add_argument("--workdir", default="work/jvm-options", help="Generated data and the workdir")
+    parser.add_argument("--in-session", type=int, default=0, metavar="N",
+                        help="Also run the stage N times in one session under each set")
     args = parser.parse_args(argv)
     profiling = str(Path(sys.executable).parent / "profiling")
     root = Path(args.workdir).resolve()
@@ -53,15 +80,26 @@ def main(argv: list[str] | None = None) -> None:
                         SNAPSHOT], env=env, check=True, capture_output=True)
     stage = [profiling, "sequences", "--workdir", str(work), "--snapshot-date", SNAPSHOT,
              "--set", "spark.master=local[2]"]
-    print("| SPARK_SUBMIT_OPTS | wall s (median) | CPU s (median) |")
-    print("|---|---:|---:|")
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in OPTIONS}
-    for _ in range(args.runs):  # the sets take turns, so that a noisy minute touches each of them
+    if args.runs > 0:
+        print("| SPARK_SUBMIT_OPTS | wall s (median) | CPU s (median) |")
+        print("|---|---:|---:|")
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in OPTIONS}
+        for _ in range(args.runs):  # the sets take turns, so that a noisy minute touches each of them
+            for name, options in OPTIONS.items():
+                runs[name].append(timed(stage, {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": options}))
         for name, options in OPTIONS.items():
-            runs[name].append(timed(stage, {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": options}))
-    for name, options in OPTIONS.items():
-        wall, cpu = (statistics.median(r[i] for r in runs[name]) for i in (0, 1))
-        print(f"| {name} (`{options or 'none'}`) | {wall:.1f} | {cpu:.1f} |")
+            wall, cpu = (statistics.median(r[i] for r in runs[name]) for i in (0, 1))
+            print(f"| {name} (`{options or 'none'}`) | {wall:.1f} | {cpu:.1f} |")
+    if args.in_session < 2:
+        return
+    print(f"\n| SPARK_SUBMIT_OPTS, one session | CPU s, first stage | CPU s, median of the other {args.in_session - 1} |")
+    print("|---|---:|---:|")
+    for name, options in SESSION_OPTIONS.items():
+        out = subprocess.run([sys.executable, "-c", IN_SESSION, str(work), str(args.in_session), SNAPSHOT],
+                             env={**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": options},
+                             check=True, capture_output=True, text=True, timeout=1800)
+        spent = [float(line) for line in out.stdout.split()]
+        print(f"| {name} (`{options or 'none'}`) | {spent[0]:.1f} | {statistics.median(spent[1:]):.1f} |")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def pytest_itemcollected(item):
 
 # The longest groups first (their measured time, not their test count, decides): a worker that takes
 # Airflow last would leave the others idle at the end. `make test` keeps this order (--no-loadscope-reorder).
-LONGEST_FIRST = ("test_airflow", "spark", "cli", "pipeline", "test_faults", "test_speed_benchmark", "test_cluster")
+LONGEST_FIRST = ("test_airflow", "cli", "spark", "pipeline", "test_speed_benchmark", "test_cluster")
 
 
 def pytest_collection_modifyitems(items):
@@ -180,8 +180,8 @@ def cli_run(tmp_path_factory) -> dict:
     """A workdir as the console script leaves it, shared by the tests of the CLI, privacy and SQL server:
     ``profiling generate`` (60 users), ``profiling run`` (snapshot 2026-10-05) in a JVM of its own, then
     ``profiling forget --users-file`` of one user: someone's friend with rows in every log and one row in
-    quarantine. Modules that change the workdir further (test_privacy: VACUUM) only add to what the others
-    check. Returns workdir, forgotten user, the data files that named them before the forget, the
+    quarantine. Modules that change the workdir further (test_faults: a training and an infer, killed and
+    rerun; test_privacy: VACUUM) run after those that read it as the run left it, and only add to it. Returns workdir, forgotten user, the data files that named them before the forget, the
     forget's JSON summary, and the run's finished process (its stdout and stderr, as the console showed)."""
     from commands import ENV, PROFILING, files_naming, profiling
 

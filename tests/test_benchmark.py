@@ -1,4 +1,4 @@
-"""The quality benchmark's report: the encoder against the best peer of each metric."""
+"""The benchmarks' pure parts: the quality report against the best peer of each metric, the speed report's slopes."""
 
 from __future__ import annotations
 
@@ -33,3 +33,19 @@ def test_a_baseline_that_could_not_be_fitted_is_a_row_that_says_so():
     result.models["als"] = None
     row = next(line for line in format_table([result]).splitlines() if line.startswith("| ml-100k | als |"))
     assert row.split(" | ")[2] == "not fitted"
+
+
+def test_the_speed_benchmarks_slopes_and_fits_between_sizes():
+    from benchmarks.speed import linear_fits, slopes
+
+    walls = {1000: {"sequences": 2.0, "train": 5.0, "infer": 1.0}, 4000: {"sequences": 8.0, "train": 5.0, "infer": 2.0},
+             16000: {"sequences": 32.0, "train": 5.0, "infer": 4.0}}
+    sizes = [{"events": n, "stages": {s: {"wall_s": w} for s, w in stages.items()}} for n, stages in walls.items()]
+    got = slopes(sizes[::-1])  # any order: sizes are sorted by events
+    assert got == {"sequences": [{"from": 1000, "to": 4000, "slope": 1.0}, {"from": 4000, "to": 16000, "slope": 1.0}],
+                   "train": [{"from": 1000, "to": 4000, "slope": 0.0}, {"from": 4000, "to": 16000, "slope": 0.0}],
+                   "infer": [{"from": 1000, "to": 4000, "slope": 0.5}, {"from": 4000, "to": 16000, "slope": 0.5}]}
+    fits = linear_fits(sizes)
+    assert fits["sequences"] == {"fixed_s": 0.0, "s_per_million_events": 2000.0, "max_relative_miss": 0.0}
+    assert fits["train"] == {"fixed_s": 5.0, "s_per_million_events": 0.0, "max_relative_miss": 0.0}
+    assert fits["infer"]["max_relative_miss"] > 0  # a square root is no line

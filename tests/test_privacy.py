@@ -37,10 +37,9 @@ def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit_naming_n
     work, user, _, result = forgotten
     assert all(result["rows_deleted"][t] > 0 for t in USER_TABLES), result["rows_deleted"]
     for t in USER_TABLES:
-        history = delta_table(work, t).history()
-        last = max(history, key=lambda h: h["version"])
-        assert (last["operation"], last["userMetadata"]) == ("MERGE", result["request_id"])
-        assert last["version"] == result["table_versions"][t]
+        history = delta_table(work, t).history()  # later tests on the workdir (test_faults) add commits
+        [ours] = [h for h in history if h.get("userMetadata") == result["request_id"]]
+        assert (ours["operation"], ours["version"]) == ("MERGE", result["table_versions"][t])
         # DESCRIBE HISTORY is readable by anyone who may read the table: no commit may name the id.
         assert user not in json.dumps(history, default=str)
 

@@ -1,5 +1,5 @@
 """The speed benchmark's smoke mode: ``python -m benchmarks.speed`` on one tiny size and the skew check,
-as a user runs it; the slopes and fits between sizes are checked on figures made up for them.
+as a user runs it (tests/test_benchmark.py checks its slopes and fits between sizes on made-up figures).
 
 Figures at this size mean nothing; what is checked is that every stage and every limit it is
 compared with ran on the same data and that the report's sums hold together.
@@ -62,19 +62,3 @@ def test_skew_keeps_the_total_and_one_size_gives_no_slopes(report):
     assert heavy - skew["heavy_events"] > 0  # the normal users' events are there too
     assert abs(heavy - spread) / heavy < 0.25  # the same total, give or take the generator's draws
     assert skew["ratio"] > 0
-
-
-def test_slopes_and_fits_between_sizes():
-    from benchmarks.speed import linear_fits, slopes
-
-    walls = {1000: {"sequences": 2.0, "train": 5.0, "infer": 1.0}, 4000: {"sequences": 8.0, "train": 5.0, "infer": 2.0},
-             16000: {"sequences": 32.0, "train": 5.0, "infer": 4.0}}
-    sizes = [{"events": n, "stages": {s: {"wall_s": w} for s, w in stages.items()}} for n, stages in walls.items()]
-    got = slopes(sizes[::-1])  # any order: sizes are sorted by events
-    assert got == {"sequences": [{"from": 1000, "to": 4000, "slope": 1.0}, {"from": 4000, "to": 16000, "slope": 1.0}],
-                   "train": [{"from": 1000, "to": 4000, "slope": 0.0}, {"from": 4000, "to": 16000, "slope": 0.0}],
-                   "infer": [{"from": 1000, "to": 4000, "slope": 0.5}, {"from": 4000, "to": 16000, "slope": 0.5}]}
-    fits = linear_fits(sizes)
-    assert fits["sequences"] == {"fixed_s": 0.0, "s_per_million_events": 2000.0, "max_relative_miss": 0.0}
-    assert fits["train"] == {"fixed_s": 5.0, "s_per_million_events": 0.0, "max_relative_miss": 0.0}
-    assert fits["infer"]["max_relative_miss"] > 0  # a square root is no line
