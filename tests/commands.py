@@ -35,6 +35,25 @@ def table_frame(workdir: Path, name: str, database: str = "profiling"):
     return delta_table(workdir, name, database).to_pandas()
 
 
+def rows_naming(frame, table: str, user: str):
+    """Which rows of ``frame`` (a table named ``table``) name ``user``: as a user column, or inside the
+    quarantine's raw JSON record."""
+    import json
+
+    def raw_users(record) -> set:
+        try:
+            raw = json.loads(record) if record else {}
+        except ValueError:
+            return set()
+        return {raw.get("user_id"), raw.get("other_user_id")} if isinstance(raw, dict) else set()
+
+    if table == "quarantine":
+        return frame["raw_record"].map(lambda record: user in raw_users(record))
+    if table == "social_edges":
+        return (frame["user_id"] == user) | (frame["other_user_id"] == user)
+    return frame["user_id"] == user
+
+
 def files_naming(folder: Path, user: str) -> list[str]:
     """Data files under ``folder`` that hold ``user`` as a value, or inside a raw JSON record."""
     import pyarrow.compute as pc

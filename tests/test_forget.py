@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from commands import delta_table, table_frame
+from commands import delta_table, rows_naming, table_frame
 
 SNAPSHOT = dt.date(2026, 11, 1)
 DATABASE = "forgetting"
@@ -74,26 +74,8 @@ def _table(work: Path, name: str) -> pd.DataFrame:
     return table_frame(work, name, DATABASE)
 
 
-def _raw_users(record: str) -> set:
-    try:
-        raw = json.loads(record)
-    except ValueError:
-        return set()
-    return {raw.get("user_id"), raw.get("other_user_id")} if isinstance(raw, dict) else set()
-
-
 def _rows_naming(work: Path, user: str) -> dict[str, int]:
-    counts = {}
-    for name in USER_TABLES:
-        frame = _table(work, name)
-        if name == "quarantine":
-            names = frame["raw_record"].map(lambda record: user in _raw_users(record))
-        elif name == "social_edges":
-            names = (frame["user_id"] == user) | (frame["other_user_id"] == user)
-        else:
-            names = frame["user_id"] == user
-        counts[name] = int(names.sum())
-    return counts
+    return {name: int(rows_naming(_table(work, name), name, user).sum()) for name in USER_TABLES}
 
 
 def _versions(work: Path) -> dict[str, int]:

@@ -10,7 +10,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from commands import ENV, PROFILING, delta_table, files_naming, profiling, table_frame
+from commands import ENV, PROFILING, delta_table, files_naming, profiling, rows_naming, table_frame
 
 USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
                "user_profile_embeddings", "user_interest_weights", "user_interest_evidence"]
@@ -20,16 +20,6 @@ USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarant
 def forgotten(cli_run):
     """The shared CLI workdir, after its `profiling forget --users-file` of one user."""
     return cli_run["workdir"], cli_run["user"], cli_run["before"], cli_run["forget"]
-
-
-def _names(frame: pd.DataFrame, table: str, user: str) -> pd.Series:
-    """Rows of ``frame`` (a table of ``table``) that name ``user``."""
-    if table == "quarantine":
-        raw = frame["raw_record"].map(lambda text: json.loads(text) if text else {})
-        return raw.map(lambda record: user in (record.get("user_id"), record.get("other_user_id")))
-    if table == "social_edges":
-        return (frame["user_id"] == user) | (frame["other_user_id"] == user)
-    return frame["user_id"] == user
 
 
 @pytest.mark.jvm
@@ -47,7 +37,7 @@ def test_the_user_had_rows_in_every_table_and_each_delete_is_one_commit_naming_n
 @pytest.mark.jvm
 def test_forget_removes_the_user_from_every_current_table(forgotten):
     work, user, _, result = forgotten
-    assert {t: int(_names(table_frame(work, t), t, user).sum()) for t in USER_TABLES} == {t: 0 for t in USER_TABLES}
+    assert {t: int(rows_naming(table_frame(work, t), t, user).sum()) for t in USER_TABLES} == {t: 0 for t in USER_TABLES}
     audit = table_frame(work, "forget_requests")
     assert len(audit) == 1 and audit["request_id"].iloc[0] == result["request_id"] and audit["users"].iloc[0] == 1
     assert user not in audit.to_json()  # digests only
