@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -24,6 +25,10 @@ from profiling.tables import TableVersion, current_version, local_path, qualifie
 log = logging.getLogger(__name__)
 
 _RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+_VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"
+# Where Delta logs a VACUUM when _VACUUM_LOGGING is unset (VacuumCommand, Delta 4): elsewhere, such as
+# S3, a dry run lists the files first.
+_VACUUM_LOGGED_SCHEMES = frozenset({"file", "hdfs", "abfs", "abfss", "wasbs", "wasbss", "adl", "gs"})
 
 
 @dataclass
@@ -32,7 +37,7 @@ class TableMaintenance:
     files_compacted: int  # small files OPTIMIZE replaced...
     files_written: int  # ...by these
     files_deleted: int  # files VACUUM deleted
-    bytes_deleted: int  # their size (local files; 0 where the file system does not say)
+    bytes_deleted: int  # their size (from Delta's VACUUM commits, or else local files' sizes: 0 elsewhere)
 
 
 @dataclass
@@ -68,13 +73,40 @@ def _size(path: str) -> int:
         return 0
 
 
+def _vacuum_logged(spark: SparkSession, full: str) -> bool:
+    """Whether Delta records this table's VACUUM as VACUUM START and VACUUM END commits, with the counts
+    ``maintain`` reports: when its setting says so, or by default on the file systems Delta names."""
+    setting = spark.conf.get(_VACUUM_LOGGING, None)
+    if setting is not None:
+        return setting.strip().lower() == "true"
+    location = spark.sql(f"DESCRIBE DETAIL {full}").first()["location"]
+    return urlparse(location).scheme in _VACUUM_LOGGED_SCHEMES
+
+
+def _logged_vacuum(spark: SparkSession, full: str, before: int) -> tuple[int, int]:
+    """(files deleted, their bytes) from the VACUUM START and END commits written after ``before``."""
+    commits = spark.sql(f"DESCRIBE HISTORY {full} LIMIT 10").where(f"version > {before}").collect()
+    metrics = {c["operation"]: c["operationMetrics"] for c in commits}
+    if not {"VACUUM START", "VACUUM END"} <= metrics.keys():
+        raise RuntimeError(f"{full}: VACUUM wrote no VACUUM START and END commits after version {before}, "
+                           f"though {_VACUUM_LOGGING} is on for it")
+    return int(metrics["VACUUM END"]["numDeletedFiles"]), int(metrics["VACUUM START"]["sizeOfDataToDelete"])
+
+
 def maintain_table(spark: SparkSession, full: str, retain_hours: float, check: bool) -> TableMaintenance:
     metrics = spark.sql(f"OPTIMIZE {full}").first()["metrics"]
+    vacuum = f"VACUUM {full} RETAIN {retain_hours:g} HOURS"
+    logged = _vacuum_logged(spark, full)
     with _retention_check(spark, check):
-        doomed = [r["path"] for r in spark.sql(f"VACUUM {full} RETAIN {retain_hours:g} HOURS DRY RUN").collect()]
-        size = sum(_size(p) for p in doomed)
-        spark.sql(f"VACUUM {full} RETAIN {retain_hours:g} HOURS").collect()
-    return TableMaintenance(full, int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"]), len(doomed), size)
+        if logged:  # the commits count what VACUUM deleted: no second listing of the table's files
+            before = current_version(spark, full)
+            spark.sql(vacuum).collect()
+            deleted, size = _logged_vacuum(spark, full, before)
+        else:
+            doomed = [r["path"] for r in spark.sql(f"{vacuum} DRY RUN").collect()]
+            deleted, size = len(doomed), sum(_size(p) for p in doomed)  # before VACUUM deletes them
+            spark.sql(vacuum).collect()
+    return TableMaintenance(full, int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"]), deleted, size)
 
 
 def _retention_hours(contract: TableContract) -> float:

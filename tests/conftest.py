@@ -18,13 +18,12 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-# Every JVM the suite starts (its sessions, the CLI's, spark-submit's, the launcher's) works on tiny data
-# for seconds to minutes, where C2's compiling costs more CPU than it wins back: the client compiler alone
-# and the serial collector (docs/performance.md, "The test suite's JVMs"). C1's frames are larger: ALS's
-# deep task deserialisation overflowed the default 1 MiB thread stack, hence -Xss4m. The shared session's
-# JVM (the ``spark`` fixture) lives as long as its worker, tens of minutes, and earns C2 back: it keeps it.
-JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m"
-SHARED_SESSION_JVM_OPTIONS = "-XX:+UseSerialGC -Xss4m"
+# Every JVM the suite starts (its sessions, the CLI's, spark-submit's, the launcher's) works on tiny data,
+# where C2's compiling costs more CPU than it wins back: the client compiler alone, given back the 240 MiB
+# code cache that C1-only shrinks to 48 MiB (Spark overflows that and recompiles), and the serial collector
+# (docs/performance.md, "The test suite's JVMs"). C1's frames are larger: ALS's deep task deserialisation
+# overflowed the default 1 MiB thread stack, hence -Xss4m.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
 for _variable in ("SPARK_SUBMIT_OPTS", "SPARK_LAUNCHER_OPTS"):
     os.environ.setdefault(_variable, JVM_OPTIONS)
 
@@ -152,13 +151,7 @@ def config(tmp_path_factory, input_dir):
 def spark(config):
     from profiling.spark import build_spark_session
 
-    chosen = os.environ["SPARK_SUBMIT_OPTS"]
-    if chosen == JVM_OPTIONS:  # ours, not the caller's
-        os.environ["SPARK_SUBMIT_OPTS"] = SHARED_SESSION_JVM_OPTIONS
-    try:
-        session = build_spark_session(config)
-    finally:
-        os.environ["SPARK_SUBMIT_OPTS"] = chosen
+    session = build_spark_session(config)
     yield session
     session.stop()
 

@@ -53,8 +53,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float 
 def standalone_cluster(tmp_path_factory):
     """spark://127.0.0.1:PORT with one worker of 2 cores; yields (master URL, worker work dir)."""
     root = tmp_path_factory.mktemp("cluster")
+    # The daemons get the suite's JVM options too (tests/conftest.py), as the executors do in submitted_run.
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_LOG_DIR": str(root / "logs"), "SPARK_WORKER_DIR": str(root / "worker")}
+           "SPARK_LOG_DIR": str(root / "logs"), "SPARK_WORKER_DIR": str(root / "worker"),
+           "SPARK_DAEMON_JAVA_OPTS": os.environ.get("SPARK_SUBMIT_OPTS", "")}
     port = _free_port()
     master_url = f"spark://127.0.0.1:{port}"
     spark_class = str(spark_home() / "bin" / "spark-class")
@@ -105,6 +107,7 @@ def submitted_run(standalone_cluster, tmp_path_factory):
         "--packages", delta_package(),
         *(arg for key, value in DELTA_SQL_CONF.items() for arg in ("--conf", f"{key}={value}")),
         "--conf", f"spark.pyspark.python={sys.executable}",
+        "--conf", f"spark.executor.extraJavaOptions={os.environ.get('SPARK_SUBMIT_OPTS', '')}",
         "--py-files", str(wheel),
         str(REPO / "jobs" / "pipeline.py"),
         "--input", str(data), "--workdir", str(work), "--snapshot-date", SNAPSHOT,
