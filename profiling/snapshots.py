@@ -64,24 +64,24 @@ class DeltaSnapshotReader:
 
     def _table(self, name: str) -> DeltaTable | None:
         if name not in self._tables:
-            path = str(table_dir(self.config.workdir_path, self.config.catalog.database, name))
+            path = self._path(name)
             self._tables[name] = DeltaTable(path) if DeltaTable.is_deltatable(path) else None
         return self._tables[name]
 
-    def _files(self, name: str) -> pa_fs.FileSystem:
-        """The table's folder through Arrow's own local file system. delta-rs would otherwise wrap its
-        storage in a Python file system, which an Arrow thread may release after the interpreter began
-        to exit: it then cannot take the GIL, and the process aborts ("terminate called without an
-        active exception") after its work is done."""
-        return pa_fs.SubTreeFileSystem(str(table_dir(self.config.workdir_path, self.config.catalog.database, name)),
-                                       pa_fs.LocalFileSystem())
+    def _path(self, name: str) -> str:
+        return str(table_dir(self.config.workdir_path, self.config.catalog.database, name))
 
     def _snapshot(self, name: str, snapshot_date: dt.date) -> ds.Dataset:
         """The table's files of that snapshot only (partition pruning), as a pyarrow dataset."""
         table = self._table(name)
         if table is None:
             raise missing_table(self.config, name)
-        return table.to_pyarrow_dataset(filesystem=self._files(name),
+        # Arrow's own local file system under the table's folder: delta-rs would otherwise wrap its storage
+        # in a Python file system, which an Arrow thread may release after the interpreter began to exit;
+        # it then cannot take the GIL, and the process aborts ("terminate called without an active
+        # exception") after its work is done.
+        files = pa_fs.SubTreeFileSystem(self._path(name), pa_fs.LocalFileSystem())
+        return table.to_pyarrow_dataset(filesystem=files,
                                         file_pruning_predicate=[("snapshot_date", "=", snapshot_date.isoformat())])
 
     def newest_snapshot(self, name: str) -> dt.date | None:
