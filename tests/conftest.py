@@ -26,6 +26,8 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
 for _variable in ("SPARK_SUBMIT_OPTS", "SPARK_LAUNCHER_OPTS"):
     os.environ.setdefault(_variable, JVM_OPTIONS)
+# Spark settings of the same kind, read by every JVM's launcher: tests/spark-conf/spark-defaults.conf.
+os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "spark-conf"))
 
 SNAPSHOT = dt.date(2026, 11, 1)
 
@@ -190,7 +192,8 @@ def cli_run(tmp_path_factory) -> dict:
     pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
     run = subprocess.run([PROFILING, "run", "--input", str(data), "--workdir", str(work), "--snapshot-date",
                           CLI_SNAPSHOT, "--set", "train.epochs=1", "--set", "model.dim=16",
-                          "--set", "spark.master=local[2]"], capture_output=True, text=True, env=ENV, timeout=900)
+                          "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2"],
+                         capture_output=True, text=True, env=ENV, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     before = files_naming(work / "warehouse", user)
     ids = root / "ids.txt"

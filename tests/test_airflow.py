@@ -125,7 +125,7 @@ def two_days(airflow_env, tmp_path_factory) -> tuple[Path, dict[str, dict[str, s
         f"base: {REPO / 'conf' / 'default.yaml'}\n"
         f"workdir: {root / 'work'}\n"
         f"input:\n  dir: {data}\n"
-        "spark:\n  show_progress: false\n"
+        "spark:\n  show_progress: false\n  shuffle_partitions: 2\n"
         "model:\n  dim: 16\n"
         "train:\n  epochs: 2\n"
         "explain:\n  sample_users: 0\n"  # the DAG is under test here, not the sample figures

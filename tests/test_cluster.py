@@ -112,6 +112,7 @@ def submitted_run(standalone_cluster, tmp_path_factory):
         str(REPO / "jobs" / "pipeline.py"),
         "--input", str(data), "--workdir", str(work), "--snapshot-date", SNAPSHOT,
         "--set", "train.local_mode=false", "--set", "train.epochs=1", "--set", "model.dim=16",
+        "--set", "spark.shuffle_partitions=2",
     ]
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("PYSPARK_PYTHON", None)

@@ -90,7 +90,8 @@ def prepared(cli_run):
     """The shared CLI workdir (a model, a snapshot of profiles): the faults below are injected into it, after
     the tests of the CLI and the console read it (modules run in name order on the cli worker)."""
     work = cli_run["workdir"]
-    return work, ["--workdir", str(work), "--snapshot-date", CLI_SNAPSHOT, "--set", "spark.master=local[2]"]
+    return work, ["--workdir", str(work), "--snapshot-date", CLI_SNAPSHOT, "--set", "spark.master=local[2]",
+                  "--set", "spark.shuffle_partitions=2"]
 
 
 @pytest.mark.jvm

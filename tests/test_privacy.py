@@ -82,7 +82,7 @@ def pseudonymous(tmp_path_factory):
     proc = subprocess.run(
         [PROFILING, "run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-11-01",
          "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]",
-         "--set", "privacy.hash_user_ids=true"],
+         "--set", "spark.shuffle_partitions=2", "--set", "privacy.hash_user_ids=true"],
         capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
     assert proc.returncode == 0, proc.stderr[-4000:]
     users = set(behaviour["user_id"])
