@@ -29,26 +29,31 @@ for _variable in ("SPARK_SUBMIT_OPTS", "SPARK_LAUNCHER_OPTS"):
 # Spark settings of the same kind, read by every JVM's launcher: tests/spark-conf/spark-defaults.conf.
 os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "spark-conf"))
 
+# Session fixtures of the standalone cluster and its run (imported after the environment above is set:
+# tests/commands.py copies it for the processes it starts).
+from cluster import cluster_run, standalone_cluster  # noqa: E402, F401
+
 SNAPSHOT = dt.date(2026, 11, 1)
 
 
 def pytest_itemcollected(item):
     """Groups for ``pytest -n N --dist loadgroup`` (pytest-xdist; ``make test`` runs so), set as each
     test is collected, before xdist reads them. Each worker has its own JVM, workdir and session
-    fixtures, so the tests of the shared CLI workdir run on one worker, those of the shared pipeline
-    on one, the other in-process Spark tests on one (a session, no pipeline), and every other module
-    whole on one (its module fixtures run once). A module that sets its group keeps it."""
+    fixtures, so the tests of the shared CLI workdir run on one worker, those of the cluster's run on one,
+    every in-process Spark test on one (one session, warmed by each test for the next, and the shared
+    pipeline), and every other module whole on one (its module fixtures run once). A module that sets its
+    group keeps it."""
     if item.get_closest_marker("xdist_group"):
         return
     needs = set(getattr(item, "fixturenames", ()))
-    group = next((name for fixture, name in (("cli_run", "cli"), ("pipeline", "pipeline"), ("spark", "spark"))
+    group = next((name for fixture, name in (("cli_run", "cli"), ("cluster_run", "cluster"), ("spark", "session"))
                   if fixture in needs), item.module.__name__)
     item.add_marker(pytest.mark.xdist_group(group))
 
 
 # The longest groups first (their measured time, not their test count, decides): a worker that takes
 # Airflow last would leave the others idle at the end. `make test` keeps this order (--no-loadscope-reorder).
-LONGEST_FIRST = ("test_airflow", "cli", "spark", "pipeline", "test_speed_benchmark", "test_cluster")
+LONGEST_FIRST = ("session", "cli", "test_airflow", "cluster", "test_speed_benchmark")
 
 
 def pytest_collection_modifyitems(items):

@@ -127,7 +127,7 @@ def two_days(airflow_env, tmp_path_factory) -> tuple[Path, dict[str, dict[str, s
         f"input:\n  dir: {data}\n"
         "spark:\n  show_progress: false\n  shuffle_partitions: 2\n"
         "model:\n  dim: 16\n"
-        "train:\n  epochs: 2\n"
+        "train:\n  epochs: 2\n  num_processes: 1\n"  # DDP's two processes: the shared pipeline and the cluster
         "explain:\n  sample_users: 0\n"  # the DAG is under test here, not the sample figures
     )
     for date in (FIRST, SECOND):

@@ -61,7 +61,7 @@ def forgetting(spark, config, tmp_path_factory):
         "input": config.input.model_copy(update={"dir": str(data)}),
         "catalog": config.catalog.model_copy(update={"database": DATABASE}),
         "model": config.model.model_copy(update={"dim": 16}),
-        "train": config.train.model_copy(update={"epochs": 1}),
+        "train": config.train.model_copy(update={"epochs": 1, "num_processes": 1}),  # forget needs a model, not DDP
     })
     run_pipeline(spark, cfg, SNAPSHOT)
     run_infer(spark, cfg, SNAPSHOT)

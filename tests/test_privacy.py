@@ -1,5 +1,6 @@
 """`profiling forget`: a user leaves every current table, the audit keeps no raw id, and after
-VACUUM no data file holds the id either."""
+VACUUM no data file holds the id either. Pseudonyms: the cluster's run hashes every user id, and no raw
+id or key reaches its tables, MLflow or what it printed."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import json
 import os
 import subprocess
 
-import pandas as pd
 import pytest
 
+from cluster import ID_KEY
 from commands import ENV, PROFILING, delta_table, files_naming, profiling, rows_naming, table_frame
 
 USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
@@ -66,32 +67,11 @@ def test_after_maintain_with_no_retention_no_data_file_holds_the_user(forgotten)
     assert files_naming(work / "warehouse", user) == []
 
 
-KEY = "test-only-pseudonym-key-5f1c"
-
-
 @pytest.fixture(scope="module")
-def pseudonymous(tmp_path_factory):
-    """A run with privacy.hash_user_ids on; returns (workdir, raw user ids, what the run printed, its log file
-    included)."""
-    root = tmp_path_factory.mktemp("pseudonymous")
-    data, work = root / "data", root / "work"
-    profiling("generate", "--users", "40", "--out", str(data))
-    behaviour = pd.read_csv(data / "behaviour.csv.gz", dtype=str, keep_default_na=False)
-    bad = behaviour.head(1).assign(value="NaN")  # a quarantined raw record naming a user
-    pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
-    proc = subprocess.run(
-        [PROFILING, "run", "--input", str(data), "--workdir", str(work), "--snapshot-date", "2026-11-01",
-         "--set", "train.epochs=1", "--set", "model.dim=16", "--set", "spark.master=local[2]",
-         "--set", "spark.shuffle_partitions=2", "--set", "privacy.hash_user_ids=true"],
-        capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    users = set(behaviour["user_id"])
-    for log in ("preference", "social"):
-        frame = pd.read_csv(data / f"{log}.csv.gz", dtype=str, keep_default_na=False)
-        users |= set(frame["user_id"]) | set(frame.get("other_user_id", pd.Series(dtype=str)))
-    logged = "".join(path.read_text() for path in (work / "logs").glob("run-*.log"))
-    assert "WARNING: Using incubator modules" in logged  # the JVM's output went to the log file
-    return work, sorted(users), proc.stdout + proc.stderr + logged
+def pseudonymous(cluster_run):
+    """The cluster's pipeline run (tests/cluster.py), which hashes user ids; returns (workdir, raw user ids,
+    what its driver and executors printed)."""
+    return cluster_run["workdir"], cluster_run["users"], cluster_run["printed"]
 
 
 @pytest.mark.jvm
@@ -99,7 +79,7 @@ def test_ids_are_replaced_by_the_same_keyed_hash_in_every_log(pseudonymous):
     from profiling.privacy import pseudonym
 
     work, users, _ = pseudonymous
-    expected = {pseudonym(KEY.encode(), u) for u in users}
+    expected = {pseudonym(ID_KEY.encode(), u) for u in users}
     seen = set()
     for name, columns in {"behaviour_events": ["user_id"], "preference_events": ["user_id"],
                           "social_edges": ["user_id", "other_user_id"],
@@ -117,7 +97,7 @@ def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
     from mlflow import MlflowClient
 
     work, users, printed = pseudonymous
-    assert KEY not in printed
+    assert ID_KEY not in printed
     leaked = [u for u in users if u in printed]
     assert leaked == []
     for user in users[:5]:
@@ -126,13 +106,13 @@ def test_no_raw_id_or_key_reaches_tables_mlflow_or_logs(pseudonymous):
     runs = client.search_runs([client.get_experiment_by_name("profiling").experiment_id])
     assert len(runs) == 5  # the pipeline and its four stages
     text = json.dumps([[r.data.params, r.data.tags, sorted(r.data.metrics)] for r in runs])
-    assert "privacy.hash_user_ids" in text and KEY not in text
+    assert "privacy.hash_user_ids" in text and ID_KEY not in text
     assert [u for u in users if f'"{u}"' in text or f" {u}" in text] == []
     # the sample explanations of the infer run name users (and their neighbours) by pseudonym only
     explanations = sorted((work / "mlartifacts").rglob("explain/sample_user_*.json"))
     assert explanations
     text = " ".join(p.read_text() for p in explanations)
-    assert [u for u in users if f'"{u}"' in text] == [] and KEY not in text
+    assert [u for u in users if f'"{u}"' in text] == [] and ID_KEY not in text
 
 
 @pytest.mark.jvm
@@ -142,10 +122,10 @@ def test_explain_takes_a_raw_id_and_shows_its_pseudonym(pseudonymous):
     work, users, _ = pseudonymous
     proc = subprocess.run([PROFILING, "explain", "--workdir", str(work), "--user", users[1], "--format", "json",
                            "--set", "privacy.hash_user_ids=true"],
-                          capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
+                          capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": ID_KEY})
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
-    assert doc["user_id"] == pseudonym(KEY.encode(), users[1])
+    assert doc["user_id"] == pseudonym(ID_KEY.encode(), users[1])
     assert users[1] not in proc.stdout + proc.stderr
 
 
@@ -155,17 +135,17 @@ def test_forget_takes_raw_ids_and_finds_their_pseudonyms(pseudonymous):
 
     work, users, _ = pseudonymous
     explanations = " ".join(p.read_text() for p in (work / "mlartifacts").rglob("explain/sample_user_*.json"))
-    user = next(u for u in users if pseudonym(KEY.encode(), u) in explanations)  # a sample user or a neighbour
+    user = next(u for u in users if pseudonym(ID_KEY.encode(), u) in explanations)  # a sample user or a neighbour
     proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", user,
                            "--set", "privacy.hash_user_ids=true"],
-                          capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": KEY})
+                          capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": ID_KEY})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["rows_deleted"]["user_profile_embeddings"] == 1
     assert result["artifacts_deleted"] + result["artifacts_rewritten"] > 0 and result["digest_key"] == "privacy.key_env"
     explanations = " ".join(p.read_text() for p in (work / "mlartifacts").rglob("explain/sample_user_*.json"))
-    assert pseudonym(KEY.encode(), user) not in explanations
-    assert KEY not in proc.stdout + proc.stderr
+    assert pseudonym(ID_KEY.encode(), user) not in explanations
+    assert ID_KEY not in proc.stdout + proc.stderr
 
 
 def test_hashing_without_a_key_is_a_one_line_config_error(tmp_path):

@@ -17,7 +17,7 @@ from commands import ENV, PROFILING, run_main
 from malformed import COLUMNS, _good_rows, write_csv, write_valid_logs
 
 DATE = dt.date(2026, 11, 2)
-pytestmark = pytest.mark.xdist_group("pipeline")  # one test needs a registered model: the module stays whole
+pytestmark = pytest.mark.xdist_group("session")  # one test needs a registered model: the module stays whole
 
 DATABASE = "gates"
 ALLOW = ["view", "buy"]
