@@ -12,9 +12,7 @@ the JVM then spends its time flushing compiled code and compiling it again (the 
 
 ``--in-session N`` also runs the same stage N times in one process and its session, as a test worker's
 shared session runs one test after another, and prints the CPU seconds (the process and its JVM) of the
-first stage and the median of the others under each set. ``--spark-conf`` also runs the stage under the
-suite's options with Spark's own settings and with the suite's ``tests/spark-conf`` (expressions
-interpreted instead of compiled). Run it on an otherwise idle machine.
+first stage and the median of the others under each set. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import time
 from pathlib import Path
 
 SNAPSHOT = "2026-10-05"
-SUITE_SPARK_CONF = Path(__file__).resolve().parents[1] / "tests" / "spark-conf"
 C1_SMALL_CACHE = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m"
 SUITE = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
 OPTIONS = {
@@ -71,16 +68,6 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return time.perf_counter() - wall, busy_seconds() - cpu
 
 
-def median_runs(command: list[str], envs: dict[str, dict[str, str]], runs: int) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds of ``command`` under each environment; the environments take turns, so
-    that a noisy minute touches each of them."""
-    spent: dict[str, list[tuple[float, float]]] = {name: [] for name in envs}
-    for _ in range(runs):
-        for name, env in envs.items():
-            spent[name].append(timed(command, env))
-    return {name: tuple(statistics.median(r[i] for r in spent[name]) for i in (0, 1)) for name in envs}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.jvm_options", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3,
@@ -88,14 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="work/jvm-options", help="Generated data and the workdir")
     parser.add_argument("--in-session", type=int, default=0, metavar="N",
                         help="Also run the stage N times in one session under each set")
-    parser.add_argument("--spark-conf", action="store_true",
-                        help="Also compare Spark's settings with the suite's tests/spark-conf, under the suite's options")
     args = parser.parse_args(argv)
     profiling = str(Path(sys.executable).parent / "profiling")
     root = Path(args.workdir).resolve()
     data, work = root / "data", root / "work"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    env.pop("SPARK_CONF_DIR", None)  # Spark's own settings unless a table says otherwise
     if not (work / "warehouse").exists():
         subprocess.run([profiling, "generate", "--users", "60", "--out", str(data)], env=env, check=True,
                        capture_output=True)
@@ -106,17 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs > 0:
         print("| SPARK_SUBMIT_OPTS | wall s (median) | CPU s (median) |")
         print("|---|---:|---:|")
-        medians = median_runs(stage, {name: {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": options}
-                                      for name, options in OPTIONS.items()}, args.runs)
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in OPTIONS}
+        for _ in range(args.runs):  # the sets take turns, so that a noisy minute touches each of them
+            for name, options in OPTIONS.items():
+                runs[name].append(timed(stage, {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": options}))
         for name, options in OPTIONS.items():
-            print(f"| {name} (`{options or 'none'}`) | {medians[name][0]:.1f} | {medians[name][1]:.1f} |")
-    if args.spark_conf:
-        suite = {**env, "SPARK_SUBMIT_OPTS": SUITE, "SPARK_LAUNCHER_OPTS": SUITE}
-        settings = {"Spark's own": suite, "`tests/spark-conf`": {**suite, "SPARK_CONF_DIR": str(SUITE_SPARK_CONF)}}
-        print("\n| Spark settings, the suite's JVM options | wall s (median) | CPU s (median) |")
-        print("|---|---:|---:|")
-        for name, (wall, cpu) in median_runs(stage, settings, max(args.runs, 1)).items():
-            print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
+            wall, cpu = (statistics.median(r[i] for r in runs[name]) for i in (0, 1))
+            print(f"| {name} (`{options or 'none'}`) | {wall:.1f} | {cpu:.1f} |")
     if args.in_session < 2:
         return
     print(f"\n| SPARK_SUBMIT_OPTS, one session | CPU s, first stage | CPU s, median of the other {args.in_session - 1} |")

@@ -95,8 +95,8 @@ def standalone_cluster(tmp_path_factory):
 def cluster_run(standalone_cluster, tmp_path_factory) -> dict:
     """`spark-submit jobs/pipeline.py` against the standalone master, with user ids hashed. Tests that change
     its workdir (test_privacy's forget) run after those that read it as the run left it (test_cluster): modules
-    run in name order on one worker. Returns workdir, the generated raw user ids, the finished process, the
-    submit command, and what the driver and the executors printed."""
+    run in name order on one worker. Returns workdir, the generated raw user ids, the finished process, and
+    what the driver and the executors printed."""
     master_url, worker_dir = standalone_cluster
     root = tmp_path_factory.mktemp("submit")
     data, work, dist = root / "data", root / "work", root / "dist"
@@ -131,5 +131,4 @@ def cluster_run(standalone_cluster, tmp_path_factory) -> dict:
     (root / "submit.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stderr[-5000:]
     executors = "".join(p.read_text(errors="replace") for p in worker_dir.glob("app-*/*/std*"))
-    return {"workdir": work, "users": sorted(users), "process": proc, "command": command,
-            "printed": proc.stdout + proc.stderr + executors}
+    return {"workdir": work, "users": sorted(users), "process": proc, "printed": proc.stdout + proc.stderr + executors}
