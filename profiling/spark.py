@@ -8,6 +8,8 @@ tables registered by one command are visible to the next, UTC session time.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import sys
@@ -93,6 +95,24 @@ def record_resolved_jars(spark: SparkSession) -> None:
         logging.getLogger(__name__).debug("could not record the resolved Delta jars in %s: %s", record, exc)
 
 
+@contextlib.contextmanager
+def first_resolution():
+    """Held while a session resolves ``delta_package()`` from Maven: Ivy's cache is not safe for two
+    JVMs downloading into it at once (on a fresh machine, parallel first starts fail with "download
+    failed"), so the first start resolves and the others wait, then read its record. Yields the
+    recorded jars once another process has resolved them, else None (then resolve, and record)."""
+    lock = _resolved_jars_record().with_suffix(".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")
+    except OSError:  # a read-only home: resolve unguarded, as before
+        yield resolved_delta_jars()
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield resolved_delta_jars()
+
+
 def launched_by_spark_submit() -> bool:
     """True when spark-submit started the JVM before our code ran (it hands Python the gateway port).
 
@@ -100,6 +120,20 @@ def launched_by_spark_submit() -> bool:
     from the config would at best do nothing and at worst run a cluster job in local mode.
     """
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _with_recorded_delta_jars(builder) -> SparkSession:
+    """The session, naming the Delta jars a first start on this machine resolved (and recorded)."""
+    from delta import configure_spark_with_delta_pip
+
+    if cached := resolved_delta_jars():
+        return builder.config("spark.jars", cached).getOrCreate()
+    with first_resolution() as cached:
+        if cached:  # resolved by another process while this one waited
+            return builder.config("spark.jars", cached).getOrCreate()
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        record_resolved_jars(spark)
+        return spark
 
 
 def build_spark_session(config: ProfilingConfig) -> SparkSession:
@@ -137,13 +171,9 @@ def build_spark_session(config: ProfilingConfig) -> SparkSession:
         builder = builder.config(key, value)
     # Jars or packages of the config's own go through Spark's resolution as given, Delta's with them.
     own_jars = any(key in config.spark.conf for key in ("spark.jars", "spark.jars.packages"))
-    cached = None if submitted or own_jars else resolved_delta_jars()
-    if cached:
-        builder = builder.config("spark.jars", cached)
-    elif not submitted:
-        builder = configure_spark_with_delta_pip(builder)
-    spark = builder.getOrCreate()
-    if not (submitted or own_jars or cached):
-        record_resolved_jars(spark)
+    if submitted or own_jars:
+        spark = (builder if submitted else configure_spark_with_delta_pip(builder)).getOrCreate()
+    else:
+        spark = _with_recorded_delta_jars(builder)
     spark.sparkContext.setLogLevel(config.spark.log_level)
     return spark

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,31 @@ os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "spark-conf"
 from cluster import cluster_run, standalone_cluster  # noqa: E402, F401
 
 SNAPSHOT = dt.date(2026, 11, 1)
+
+# A session on an empty workdir: on a machine that has never resolved Delta's jars, it resolves and
+# records them.
+_FIRST_START = ("import sys; from profiling.config import load_config; from profiling.spark import build_spark_session;"
+                " build_spark_session(load_config(overrides={'workdir': sys.argv[1],"
+                " 'spark': {'master': 'local[1]'}})).stop()")
+
+
+def pytest_configure(config):
+    """Resolve Delta's jars once, before the workers start, where no earlier start has: the workers'
+    sessions wait for one another's resolution (``profiling.spark.first_resolution``), but the
+    spark-submit lines of the cluster and Airflow tests resolve on their own, and Ivy's cache takes
+    one downloader at a time."""
+    if hasattr(config, "workerinput"):
+        return
+    from profiling.spark import resolved_delta_jars
+
+    if resolved_delta_jars() is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as work:
+            start = subprocess.run([sys.executable, "-c", _FIRST_START, work], capture_output=True, text=True,
+                                   timeout=900)
+        if start.returncode:
+            pytest.exit(f"resolving Delta's jars failed:\n{start.stderr[-4000:]}", returncode=1)
 
 
 def pytest_itemcollected(item):

@@ -1,4 +1,4 @@
-"""Skew: one user with 400,000 events among normal users (`benchmarks.speed --skew-heavy` measures more).
+"""Skew: one user with 100,000 events among normal users (`benchmarks.speed --skew-heavy` measures more).
 
 Ingest and sequences run in the shared session (the default 4 GiB driver; local mode: the tasks run
 inside it; two task slots), in a catalog database of their own; the heavy user keeps only their
@@ -19,7 +19,7 @@ from malformed import USERS, write_valid_logs
 
 DATABASE = "skew"
 HEAVY = "heavy"
-HEAVY_EVENTS = 400_000
+HEAVY_EVENTS = 100_000
 FIRST_TS = 1_600_000_000
 MAX_LEN = 200
 
