@@ -27,7 +27,7 @@ from profiling.exceptions import MissingStageOutput
 from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
 from profiling.model.inputs import FEATURES, FIRST_KEY
 from profiling.model.vocabulary import KEYED, Translation, Vocabulary
-from profiling.snapshots import SnapshotReader, SparkSnapshotReader
+from profiling.snapshots import SnapshotReader, session_snapshot_reader
 from profiling.tables import qualified, read_snapshot
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,8 @@ def log_run_explanations(spark: SparkSession, config: ProfilingConfig, snapshot_
     """Into the active MLflow run: the explain figure and JSON of a few sample users and a summary figure.
 
     Sample users are the first ``explain.sample_users`` with events in hash order of their id: a stable,
-    spread-out pick. Returns the artifact paths written. The rows are read through ``spark``, whose
-    catalog knows where the tables live, whatever the config's workdir says.
+    spread-out pick. Returns the artifact paths written. The tables are found through ``spark``'s catalog,
+    which knows where they live, whatever the config's workdir says.
     """
     from profiling.figures import profile_figure, run_summary_figure
 
@@ -295,7 +295,7 @@ def log_run_explanations(spark: SparkSession, config: ProfilingConfig, snapshot_
         sample = [r["user_id"] for r in sequences.where(F.col("length") > 0).select("user_id")
                   .orderBy(F.xxhash64("user_id"), "user_id").limit(n).collect()]
         if sample:
-            for i, doc in enumerate(explain_users(SparkSnapshotReader(spark, config), config, sample,
+            for i, doc in enumerate(explain_users(session_snapshot_reader(spark, config), config, sample,
                                                   snapshot_date)):
                 paths += tracking.log_explanation(doc, profile_figure(doc), f"explain/sample_user_{i + 1}")
     threshold = config.explain.strong_interest

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -524,9 +525,12 @@ def complete_ingest_id(spark: SparkSession, config: ProfilingConfig, snapshot_da
         why = next((r["gate_message"] for r in recorded if r["gate_message"]), "")
         raise DataQualityError(f"the last ingest of {snapshot_date} stopped at a data-quality gate ({why}); "
                                "fix the input (or the gate) and rerun ingest for that date")
+    # One query over the three tables: on small snapshots each Spark job costs more than its rows.
+    held = functools.reduce(DataFrame.unionByName, [
+        read_snapshot(spark, config, table, snapshot_date)[0].select(F.lit(table).alias("table"), "ingest_id")
+        for table in SOURCE_TABLES.values()]).distinct().collect()
     for table in SOURCE_TABLES.values():
-        rows, _ = read_snapshot(spark, config, table, snapshot_date)
-        found = {r["ingest_id"] for r in rows.select("ingest_id").distinct().collect()} - {ingest_id}
+        found = {r["ingest_id"] for r in held if r["table"] == table} - {ingest_id}
         if found:
             raise IncompleteIngest(
                 f"{qualified(config, table)} holds rows of {snapshot_date} from ingest run(s) "

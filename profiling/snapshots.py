@@ -7,6 +7,9 @@ so :class:`DeltaSnapshotReader` reads its Delta log and files in this process wi
 delta-rs: no JVM. A shared Hive metastore decides where its tables live (and how to
 reach them), so there :class:`SparkSnapshotReader` asks Spark. :func:`snapshot_reader`
 chooses once; both return Arrow, so what is computed from the rows is the same code.
+Code that already holds a session (the infer stage's sample explanations) asks its
+catalog where each table lies and reads local folders with delta-rs all the same
+(:func:`session_snapshot_reader`): a Spark job costs about a second even on a few rows.
 
 ``where`` selects rows as a list of conditions, any of which a row must meet; each
 maps columns to the values allowed in them (``[{"user_id": ids}]``). An empty list
@@ -19,6 +22,7 @@ import datetime as dt
 import functools
 import itertools
 import operator
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
@@ -58,9 +62,11 @@ class DeltaSnapshotReader:
     so a stage running meanwhile cannot show it half a write.
     """
 
-    def __init__(self, config: ProfilingConfig):
+    def __init__(self, config: ProfilingConfig, locate: Callable[[str], str] | None = None):
         self.config = config
+        self._locate = locate or (lambda name: str(table_dir(config.workdir_path, config.catalog.database, name)))
         self._tables: dict[str, DeltaTable | None] = {}
+        self._paths: dict[str, str] = {}
 
     def _table(self, name: str) -> DeltaTable | None:
         if name not in self._tables:
@@ -69,7 +75,9 @@ class DeltaSnapshotReader:
         return self._tables[name]
 
     def _path(self, name: str) -> str:
-        return str(table_dir(self.config.workdir_path, self.config.catalog.database, name))
+        if name not in self._paths:
+            self._paths[name] = self._locate(name)
+        return self._paths[name]
 
     def _snapshot(self, name: str, snapshot_date: dt.date) -> ds.Dataset:
         """The table's files of that snapshot only (partition pruning), as a pyarrow dataset."""
@@ -135,3 +143,25 @@ def snapshot_reader(config: ProfilingConfig, spark: Callable[[], SparkSession]) 
     if uses_embedded_catalog(config) and "spark.sql.warehouse.dir" not in config.spark.conf:
         return DeltaSnapshotReader(config)
     return SparkSnapshotReader(spark(), config)
+
+
+def session_snapshot_reader(spark: SparkSession, config: ProfilingConfig) -> SnapshotReader:
+    """delta-rs at the folders ``spark``'s catalog names for the tables, when they are on this machine's
+    file system (whatever the config's workdir says: a session's catalog is fixed when it starts); else
+    Spark itself."""
+    database = spark.catalog.getDatabase(config.catalog.database).locationUri if \
+        spark.catalog.databaseExists(config.catalog.database) else ""
+    if not database.startswith("file:"):
+        return SparkSnapshotReader(spark, config)
+
+    def locate(name: str) -> str:
+        full = qualified(config, name)
+        if not spark.catalog.tableExists(full):
+            raise missing_table(config, name)
+        described = spark.sql(f"DESCRIBE TABLE EXTENDED {full}").where("col_name = 'Location'").first()
+        location = described["data_type"] if described else ""
+        if not location.startswith("file:"):
+            raise ValueError(f"table {full} lies at {location!r}, not on this machine's file system")
+        return urllib.parse.urlparse(location).path
+
+    return DeltaSnapshotReader(config, locate)

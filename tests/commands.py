@@ -11,6 +11,10 @@ from pathlib import Path
 
 PROFILING = str(Path(sys.executable).parent / "profiling")
 ENV = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+# The Spark settings of the shared sessions, for the console script's runs on tiny data: on a few
+# thousand rows, Spark's default 8 shuffle partitions (and VACUUM's, OPTIMIZE's, DELETE's) cost more
+# tasks than rows.
+SMALL_SPARK = ("--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2")
 
 
 def profiling(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> str:

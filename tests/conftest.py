@@ -209,7 +209,7 @@ def cli_run(tmp_path_factory) -> dict:
     quarantine. Modules that change the workdir further (test_faults: a training and an infer, killed and
     rerun; test_privacy: VACUUM) run after those that read it as the run left it, and only add to it. Returns workdir, forgotten user, the data files that named them before the forget, the
     forget's JSON summary, and the run's finished process (its stdout and stderr, as the console showed)."""
-    from commands import ENV, PROFILING, files_naming, profiling
+    from commands import ENV, PROFILING, SMALL_SPARK, files_naming, profiling
 
     root = tmp_path_factory.mktemp("cli")
     data, work = root / "data", root / "work"
@@ -222,12 +222,11 @@ def cli_run(tmp_path_factory) -> dict:
     bad = behaviour[behaviour["user_id"] == user].head(1).assign(value="NaN")  # lands in quarantine
     pd.concat([behaviour, bad]).to_csv(data / "behaviour.csv.gz", index=False, compression="gzip")
     run = subprocess.run([PROFILING, "run", "--input", str(data), "--workdir", str(work), "--snapshot-date",
-                          CLI_SNAPSHOT, "--set", "train.epochs=1", "--set", "model.dim=16",
-                          "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2"],
+                          CLI_SNAPSHOT, "--set", "train.epochs=1", "--set", "model.dim=16", *SMALL_SPARK],
                          capture_output=True, text=True, env=ENV, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     before = files_naming(work / "warehouse", user)
     ids = root / "ids.txt"
     ids.write_text(f"{user}\n")
-    forgotten = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids)).splitlines()[-1])
+    forgotten = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids), *SMALL_SPARK).splitlines()[-1])
     return {"workdir": work, "user": user, "before": before, "forget": forgotten, "run": run}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from commands import ENV, PROFILING
+from commands import ENV, PROFILING, SMALL_SPARK
 from conftest import SNAPSHOT
 from malformed import write_valid_logs
 
@@ -26,7 +26,7 @@ SPARK_OUTPUT = re.compile(rf"{JVM_START}|Ivy Default Cache|:: resolving dependen
 def _ingest(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     write_valid_logs(tmp_path / "in")
     return subprocess.run([PROFILING, "ingest", "--input", str(tmp_path / "in"), "--workdir", str(tmp_path / "work"),
-                           "--snapshot-date", "2026-11-01", "--set", "spark.master=local[1]", *extra],
+                           "--snapshot-date", "2026-11-01", *SMALL_SPARK, *extra],
                           capture_output=True, text=True, timeout=600, env=ENV)
 
 
@@ -56,7 +56,9 @@ def test_verbose_shows_spark_output_on_the_console_and_writes_no_log(tmp_path, m
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert JVM_START in proc.stderr and "WARN ObjectStore" in proc.stderr
     assert "Ivy Default Cache" in proc.stderr  # Maven resolution ran, and its result is kept for the next start
-    assert [p.name for p in (tmp_path / "cache" / "profiling").iterdir()] == [f"{delta_package().replace(':', '_')}.jars"]
+    recorded = f"{delta_package().replace(':', '_')}"
+    assert sorted(p.name for p in (tmp_path / "cache" / "profiling").iterdir()) == [f"{recorded}.jars",
+                                                                                    f"{recorded}.lock"]
     assert re.search(r"^  behaviour: read ", proc.stderr, re.MULTILINE)
     assert re.search(r"^✓ ingest  \d+\.\d s$", proc.stderr, re.MULTILINE)
     assert json.loads(proc.stdout)["logs"]["behaviour"]["read"] > 0

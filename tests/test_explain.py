@@ -36,6 +36,21 @@ def test_the_spark_reader_gives_the_same_explanation(pipeline, spark, config, bu
     assert explain_users(SparkSnapshotReader(spark, config), config, ["buyer"], SNAPSHOT)[0] == buyer_doc
 
 
+def test_a_session_finds_its_tables_in_its_catalog_and_reads_them_with_delta_rs(pipeline, spark, config, buyer_doc,
+                                                                                tmp_path):
+    from profiling.explain import explain_users
+    from profiling.snapshots import DeltaSnapshotReader, session_snapshot_reader
+
+    reader = session_snapshot_reader(spark, config)
+    assert isinstance(reader, DeltaSnapshotReader)
+    assert explain_users(reader, config, ["buyer"], SNAPSHOT)[0] == buyer_doc
+    # The session's catalog says where the tables are, not the config's workdir (empty here).
+    elsewhere = config.model_copy(update={"workdir": str(tmp_path)})
+    found = session_snapshot_reader(spark, elsewhere).rows("user_profile_embeddings", SNAPSHOT, ["user_id"],
+                                                            [{"user_id": ["buyer"]}])
+    assert found.column("user_id").to_pylist() == ["buyer"]
+
+
 def test_tables_are_read_without_spark_unless_a_shared_metastore_holds_them(config):
     from profiling.snapshots import DeltaSnapshotReader, SparkSnapshotReader, snapshot_reader
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from commands import ENV, PROFILING, profiling, table_frame
+from commands import ENV, PROFILING, SMALL_SPARK, profiling, table_frame
 from conftest import CLI_SNAPSHOT
 
 EPOCHS = 6  # the kill lands after the second: epochs of 60 users are short, the window is four of them
@@ -90,8 +90,7 @@ def prepared(cli_run):
     """The shared CLI workdir (a model, a snapshot of profiles): the faults below are injected into it, after
     the tests of the CLI and the console read it (modules run in name order on the cli worker)."""
     work = cli_run["workdir"]
-    return work, ["--workdir", str(work), "--snapshot-date", CLI_SNAPSHOT, "--set", "spark.master=local[2]",
-                  "--set", "spark.shuffle_partitions=2"]
+    return work, ["--workdir", str(work), "--snapshot-date", CLI_SNAPSHOT, *SMALL_SPARK]
 
 
 @pytest.mark.jvm

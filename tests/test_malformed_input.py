@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
+from commands import ENV, PROFILING, SMALL_SPARK
 from malformed import BROKEN_FILES, planted_cases, header_only, write_planted_logs, write_valid_logs
 
 SNAPSHOT = dt.date(2026, 11, 1)
@@ -129,9 +128,8 @@ def test_the_cli_reports_an_unusable_file_in_one_line_and_exit_2(tmp_path):
     write_valid_logs(tmp_path / "in")
     breaker(tmp_path / "in")
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "profiling"), "ingest", "--input", str(tmp_path / "in"),
-         "--workdir", str(tmp_path / "work"), "--set", "spark.master=local[1]"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+        [PROFILING, "ingest", "--input", str(tmp_path / "in"), "--workdir", str(tmp_path / "work"), *SMALL_SPARK],
+        capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(tmp_path / "in" / file_name) in errors[0] and "truncated" in errors[0]

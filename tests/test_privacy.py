@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from cluster import ID_KEY
-from commands import ENV, PROFILING, delta_table, files_naming, profiling, rows_naming, table_frame
+from commands import ENV, PROFILING, SMALL_SPARK, delta_table, files_naming, profiling, rows_naming, table_frame
 
 USER_TABLES = ["behaviour_events", "preference_events", "social_edges", "quarantine", "user_sequences",
                "user_profile_embeddings", "user_interest_weights", "user_interest_evidence"]
@@ -62,7 +62,7 @@ def test_the_training_feed_reads_no_file_that_holds_the_user(forgotten):
 def test_after_maintain_with_no_retention_no_data_file_holds_the_user(forgotten):
     work, user, before, _ = forgotten
     assert before, "the check found the user in no file before forgetting: it cannot tell anything"
-    result = json.loads(profiling("maintain", "--workdir", str(work), "--retain-days", "0").splitlines()[-1])
+    result = json.loads(profiling("maintain", "--workdir", str(work), "--retain-days", "0", *SMALL_SPARK).splitlines()[-1])
     assert result["retain_days"] == 0 and result["files_deleted"] >= len(before) and result["bytes_deleted"] > 0
     assert files_naming(work / "warehouse", user) == []
 
@@ -137,7 +137,7 @@ def test_forget_takes_raw_ids_and_finds_their_pseudonyms(pseudonymous):
     explanations = " ".join(p.read_text() for p in (work / "mlartifacts").rglob("explain/sample_user_*.json"))
     user = next(u for u in users if pseudonym(ID_KEY.encode(), u) in explanations)  # a sample user or a neighbour
     proc = subprocess.run([PROFILING, "forget", "--workdir", str(work), "--user", user,
-                           "--set", "privacy.hash_user_ids=true"],
+                           "--set", "privacy.hash_user_ids=true", *SMALL_SPARK],
                           capture_output=True, text=True, timeout=900, env={**ENV, "PROFILING_ID_KEY": ID_KEY})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.splitlines()[-1])

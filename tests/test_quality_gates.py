@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from commands import ENV, PROFILING, run_main
+from commands import ENV, PROFILING, SMALL_SPARK, run_main
 from malformed import COLUMNS, _good_rows, write_csv, write_valid_logs
 
 DATE = dt.date(2026, 11, 2)
@@ -158,7 +158,7 @@ def test_the_cli_stops_with_one_line_writes_the_evidence_and_logs_the_report(tmp
     data, work = tmp_path / "data", tmp_path / "my work" / "it's"
     write_tagged_logs(data)
     args = [PROFILING, "ingest", "--input", str(data), "--workdir", str(work), "--snapshot-date", str(DATE),
-            "--set", "input.event_types=[view]", "--set", "spark.master=local[1]"]
+            "--set", "input.event_types=[view]", *SMALL_SPARK]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == (
