@@ -228,5 +228,6 @@ def cli_run(tmp_path_factory) -> dict:
     before = files_naming(work / "warehouse", user)
     ids = root / "ids.txt"
     ids.write_text(f"{user}\n")
-    forgotten = json.loads(profiling("forget", "--workdir", str(work), "--users-file", str(ids), *SMALL_SPARK).splitlines()[-1])
+    forget = profiling("forget", "--workdir", str(work), "--users-file", str(ids), *SMALL_SPARK)
+    forgotten = json.loads(forget.splitlines()[-1])
     return {"workdir": work, "user": user, "before": before, "forget": forgotten, "run": run}
