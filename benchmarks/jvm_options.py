@@ -5,7 +5,8 @@ the ``profiling`` console script (the sequences stage of a small generated workd
 with each set of options in ``SPARK_SUBMIT_OPTS`` (and the launcher's ``SPARK_LAUNCHER_OPTS``), and
 prints the median wall seconds and the median CPU seconds the whole machine spent meanwhile (read from
 /proc/stat: the JVM is not a child the shell waits for, so ``time`` would not count it). The third
-set is the one tests/conftest.py gives every JVM of the suite, shared sessions included. The client
+set is the one tests/conftest.py gives every JVM of the suite, shared sessions included
+(``benchmarks.suite_jvm``); ``--class-archive`` adds a fourth: the same with the suite's class archive. The client
 compiler alone shrinks the JVM's default code cache from 240 to 48 MiB, which Spark's code overflows:
 the JVM then spends its time flushing compiled code and compiling it again (the "Sweeper thread" and
 "C1 CompilerThread" threads), unless the cache is given back its 240 MiB.
@@ -25,9 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.suite_jvm import JVM_FLAGS, class_archive, make_class_archive
+
 SNAPSHOT = "2026-10-05"
 C1_SMALL_CACHE = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m"
-SUITE = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
+SUITE = JVM_FLAGS
 OPTIONS = {
     "default": "",
     "client compiler, serial collector, 4 MiB stacks": C1_SMALL_CACHE,
@@ -75,7 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="work/jvm-options", help="Generated data and the workdir")
     parser.add_argument("--in-session", type=int, default=0, metavar="N",
                         help="Also run the stage N times in one session under each set")
+    parser.add_argument("--class-archive", action="store_true",
+                        help="Also the suite's options with its class archive (made first where missing)")
     args = parser.parse_args(argv)
+    options_sets = dict(OPTIONS)
+    if args.class_archive:
+        archive = class_archive()
+        if not archive.is_file():
+            make_class_archive(archive)
+        options_sets["the same, with the suite's class archive"] = f"{SUITE} -XX:SharedArchiveFile={archive}"
     profiling = str(Path(sys.executable).parent / "profiling")
     root = Path(args.workdir).resolve()
     data, work = root / "data", root / "work"
@@ -90,11 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs > 0:
         print("| SPARK_SUBMIT_OPTS | wall s (median) | CPU s (median) |")
         print("|---|---:|---:|")
-        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in OPTIONS}
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in options_sets}
         for _ in range(args.runs):  # the sets take turns, so that a noisy minute touches each of them
-            for name, options in OPTIONS.items():
-                runs[name].append(timed(stage, {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": options}))
-        for name, options in OPTIONS.items():
+            for name, options in options_sets.items():
+                # The launcher's class path is not the archive's: it gets the options without it.
+                launcher = " ".join(o for o in options.split() if not o.startswith("-XX:SharedArchiveFile="))
+                runs[name].append(timed(stage, {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": launcher}))
+        for name, options in options_sets.items():
             wall, cpu = (statistics.median(r[i] for r in runs[name]) for i in (0, 1))
             print(f"| {name} (`{options or 'none'}`) | {wall:.1f} | {cpu:.1f} |")
     if args.in_session < 2:

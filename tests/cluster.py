@@ -50,6 +50,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float 
     raise AssertionError(f"nothing listens on {port} after {seconds} s:\n{log.read_text()[-3000:]}")
 
 
+def _jvm_flags() -> str:
+    """The suite's JVM options without its Spark settings, which Spark refuses in executors' Java options."""
+    return " ".join(o for o in os.environ.get("SPARK_SUBMIT_OPTS", "").split() if not o.startswith("-Dspark."))
+
+
 @pytest.fixture(scope="session")
 def standalone_cluster(tmp_path_factory):
     """spark://127.0.0.1:PORT with one worker of 2 cores; yields (master URL, worker work dir)."""
@@ -57,7 +62,7 @@ def standalone_cluster(tmp_path_factory):
     # The daemons get the suite's JVM options too (tests/conftest.py), as the executors do in cluster_run.
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_LOG_DIR": str(root / "logs"), "SPARK_WORKER_DIR": str(root / "worker"),
-           "SPARK_DAEMON_JAVA_OPTS": os.environ.get("SPARK_SUBMIT_OPTS", "")}
+           "SPARK_DAEMON_JAVA_OPTS": _jvm_flags()}
     port = _free_port()
     master_url = f"spark://127.0.0.1:{port}"
     spark_class = str(spark_home() / "bin" / "spark-class")
@@ -118,7 +123,7 @@ def cluster_run(standalone_cluster, tmp_path_factory) -> dict:
         "--packages", delta_package(),
         *(arg for key, value in DELTA_SQL_CONF.items() for arg in ("--conf", f"{key}={value}")),
         "--conf", f"spark.pyspark.python={sys.executable}",
-        "--conf", f"spark.executor.extraJavaOptions={os.environ.get('SPARK_SUBMIT_OPTS', '')}",
+        "--conf", f"spark.executor.extraJavaOptions={_jvm_flags()}",
         "--py-files", str(wheel),
         str(REPO / "jobs" / "pipeline.py"),
         "--input", str(data), "--workdir", str(work), "--snapshot-date", CLUSTER_SNAPSHOT,

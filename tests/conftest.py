@@ -19,16 +19,14 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-# Every JVM the suite starts (its sessions, the CLI's, spark-submit's, the launcher's) works on tiny data,
-# where C2's compiling costs more CPU than it wins back: the client compiler alone, given back the 240 MiB
-# code cache that C1-only shrinks to 48 MiB (Spark overflows that and recompiles), and the serial collector
-# (docs/performance.md, "The test suite's JVMs"). C1's frames are larger: ALS's deep task deserialisation
-# overflowed the default 1 MiB thread stack, hence -Xss4m.
-JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
-for _variable in ("SPARK_SUBMIT_OPTS", "SPARK_LAUNCHER_OPTS"):
-    os.environ.setdefault(_variable, JVM_OPTIONS)
-# Spark settings of the same kind, read by every JVM's launcher: tests/spark-conf/spark-defaults.conf.
-os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "spark-conf"))
+# Every JVM the suite starts (its sessions, the CLI's, spark-submit's, the cluster's) works on tiny data: the
+# client compiler alone, interpreted expressions, and one class archive made before the workers start
+# (benchmarks/suite_jvm.py; docs/performance.md, "The test suite's JVMs").
+from benchmarks.suite_jvm import class_archive, make_class_archive, suite_environment  # noqa: E402
+
+CLASS_ARCHIVE = class_archive()
+for _variable, _value in suite_environment(CLASS_ARCHIVE).items():
+    os.environ.setdefault(_variable, _value)
 
 # Session fixtures of the standalone cluster and its run (imported after the environment above is set:
 # tests/commands.py copies it for the processes it starts).
@@ -36,30 +34,23 @@ from cluster import cluster_run, standalone_cluster  # noqa: E402, F401
 
 SNAPSHOT = dt.date(2026, 11, 1)
 
-# A session on an empty workdir: on a machine that has never resolved Delta's jars, it resolves and
-# records them.
-_FIRST_START = ("import sys; from profiling.config import load_config; from profiling.spark import build_spark_session;"
-                " build_spark_session(load_config(overrides={'workdir': sys.argv[1],"
-                " 'spark': {'master': 'local[1]'}})).stop()")
-
 
 def pytest_configure(config):
-    """Resolve Delta's jars once, before the workers start, where no earlier start has: the workers'
-    sessions wait for one another's resolution (``profiling.spark.first_resolution``), but the
-    spark-submit lines of the cluster and Airflow tests resolve on their own, and Ivy's cache takes
-    one downloader at a time."""
+    """Make the suite's class archive once per machine, before the workers start: every JVM after it maps
+    the classes instead of loading them. Its start also resolves Delta's jars where no earlier start has:
+    the workers' sessions wait for one another's resolution (``profiling.spark.first_resolution``), but the
+    spark-submit lines of the cluster and Airflow tests resolve on their own, and Ivy's cache takes one
+    downloader at a time."""
     if hasattr(config, "workerinput"):
         return
     from profiling.spark import resolved_delta_jars
 
-    if resolved_delta_jars() is None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as work:
-            start = subprocess.run([sys.executable, "-c", _FIRST_START, work], capture_output=True, text=True,
-                                   timeout=900)
-        if start.returncode:
-            pytest.exit(f"resolving Delta's jars failed:\n{start.stderr[-4000:]}", returncode=1)
+    if CLASS_ARCHIVE.is_file() and resolved_delta_jars() is not None:
+        return
+    try:
+        make_class_archive(CLASS_ARCHIVE)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        pytest.exit(str(exc), returncode=1)
 
 
 def pytest_itemcollected(item):
