@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 runs[name].append(timed(stage, {**env, "SPARK_SUBMIT_OPTS": options, "SPARK_LAUNCHER_OPTS": launcher}))
         for name, options in options_sets.items():
             wall, cpu = (statistics.median(r[i] for r in runs[name]) for i in (0, 1))
-            print(f"| {name} (`{options or 'none'}`) | {wall:.1f} | {cpu:.1f} |")
+            shown = options.replace(str(archive), "<archive>") if args.class_archive else options
+            print(f"| {name} (`{shown or 'none'}`) | {wall:.1f} | {cpu:.1f} |")
     if args.in_session < 2:
         return
     print(f"\n| SPARK_SUBMIT_OPTS, one session | CPU s, first stage | CPU s, median of the other {args.in_session - 1} |")
