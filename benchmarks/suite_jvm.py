@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from profiling.spark import profiling_cache
+
 # The client compiler alone, with the code cache C1-only shrinks to 48 MiB given back (Spark overflows it
 # and recompiles), and the serial collector; C1's frames are larger, and ALS's deep task deserialisation
 # overflowed the default 1 MiB thread stack, hence -Xss4m.
@@ -66,8 +68,7 @@ def class_archive() -> Path:
     java = Path(os.environ["JAVA_HOME"]) / "bin" / "java" if os.environ.get("JAVA_HOME") else shutil.which("java")
     jars = Path(importlib.util.find_spec("pyspark").origin).parent / "jars"
     key = f"{Path(java or 'java').resolve()}|{jars}|{jars.stat().st_mtime_ns if jars.exists() else 0}"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "profiling" / f"suite-classes-{hashlib.sha1(key.encode()).hexdigest()[:12]}.jsa"
+    return profiling_cache() / f"suite-classes-{hashlib.sha1(key.encode()).hexdigest()[:12]}.jsa"
 
 
 def suite_environment(archive: Path) -> dict[str, str]:

@@ -64,9 +64,14 @@ def delta_package() -> str:
     return f"io.delta:delta-spark_{spark_minor}_2.13:{importlib.metadata.version('delta-spark')}"
 
 
+def profiling_cache() -> Path:
+    """This user's cache folder for profiling (``$XDG_CACHE_HOME/profiling``, else ``~/.cache/profiling``):
+    what a later start can reuse, never anything a run needs kept."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "profiling"
+
+
 def _resolved_jars_record() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "profiling" / f"{delta_package().replace(':', '_')}.jars"
+    return profiling_cache() / f"{delta_package().replace(':', '_')}.jars"
 
 
 def resolved_delta_jars() -> str | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError
-from profiling.spark import catalog_conf, delta_package
+from profiling.spark import catalog_conf, delta_package, profiling_cache
 from profiling.workdir import lock_workdir
 
 THRIFT_SERVER_CLASS = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"
@@ -132,7 +132,7 @@ def sql_credentials(user: str | None, password_file: Path | None,
 
 
 def jvm_cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "profiling" / "jvm"
+    return profiling_cache() / "jvm"
 
 
 def javac() -> str:
