@@ -1,7 +1,8 @@
 """The ``profiling`` command: one subcommand per stage, plus run, demo, generate, sql and config.
 
 Parses arguments, loads and validates the config once, checks what can be
-checked without Spark, builds the session and calls the library. Errors a user
+checked without Spark, builds the session and calls the library. A command imports its stage
+(pyspark, torch, MLflow: seconds of CPU) only after those checks, so a refusal is quick. Errors a user
 can fix (config, input, missing stage output) print one line and exit 2 instead
 of a stack trace. The console shows profiling's own progress; what Spark, Ivy,
 Hive and the workers print goes to a log file in the workdir (``--verbose``:
@@ -145,11 +146,11 @@ def generate(
 def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
            set_: SetOpt = None, input_dir: InputOpt = None, verbose: VerboseOpt = False) -> None:
     """Validate the logs into Delta tables; rejected rows go to the quarantine table."""
-    from profiling.pipeline import run_ingest
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)
     _check_inputs(cfg)
+    from profiling.pipeline import run_ingest
     result = run_ingest(_session(cfg, verbose, "ingest"), cfg, date)
     typer.echo(json.dumps(result.report.to_dict()))
 
@@ -158,10 +159,10 @@ def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: 
 def sequences(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
               set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
     """Build one time-ordered multidimensional event sequence per user."""
-    from profiling.pipeline import run_sequences
 
     cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
+    from profiling.pipeline import run_sequences
     result = run_sequences(_session(cfg, verbose, "sequences"), cfg, date)
     typer.echo(json.dumps({"users": result.users}))
 
@@ -170,12 +171,12 @@ def sequences(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_dat
 def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
           set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
     """Train the encoder with TorchDistributor and register it in MLflow."""
-    from profiling.pipeline import run_train
     from profiling.train.launch import distributor_args
 
     cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
     distributor_args(cfg.train)
+    from profiling.pipeline import run_train
     result = run_train(_session(cfg, verbose, "train"), cfg, date)
     typer.echo(json.dumps({"model_version": result.model_version, "best_epoch": result.best_epoch + 1,
                            "epochs_run": result.epochs_run, "resumed_after_epoch": result.resumed_after_epoch,
@@ -189,13 +190,13 @@ def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
           verbose: VerboseOpt = False) -> None:
     """Score every user and write the profile tables."""
     from profiling.infer import check_scoring_device
-    from profiling.pipeline import run_infer
     from profiling.tracking import registered_version
 
     cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
     check_scoring_device(cfg)
     version = registered_version(cfg, model_version)
+    from profiling.pipeline import run_infer
     result = run_infer(_session(cfg, verbose, "infer"), cfg, date, version)
     typer.echo(json.dumps({"users": result.users, "model_version": result.model_version}))
 
@@ -209,7 +210,6 @@ def evaluate(
     verbose: VerboseOpt = False,
 ) -> None:
     """Leave-last-out, full-ranking test metrics of the encoder, most-popular and ALS."""
-    from profiling.pipeline import run_evaluate
     from profiling.tracking import registered_version
 
     cfg = _existing_workdir(_config(config, workdir, set_))
@@ -217,6 +217,7 @@ def evaluate(
     if ground_truth is not None and not ground_truth.is_file():
         raise ConfigError(f"--ground-truth {ground_truth} does not exist")
     version = registered_version(cfg, model_version)
+    from profiling.pipeline import run_evaluate
     result = run_evaluate(_session(cfg, verbose, "evaluate"), cfg, date, version, ground_truth)
     if json_:
         typer.echo(json.dumps(result.to_dict()))
@@ -301,12 +302,12 @@ def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: Se
 def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
         set_: SetOpt = None, input_dir: InputOpt = None, verbose: VerboseOpt = False) -> None:
     """Run every stage: ingest, sequences, train, infer."""
-    from profiling.pipeline import run_pipeline
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)
     _check_inputs(cfg)
     _check_devices(cfg)
+    from profiling.pipeline import run_pipeline
     result = run_pipeline(_session(cfg, verbose, "run"), cfg, date)
     typer.echo(json.dumps({"mlflow_run_id": result.run_id, "users": result.infer.users,
                            "model_version": result.infer.model_version}))
@@ -321,7 +322,6 @@ def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Da
     from profiling.config import DEMO_CONFIG
     from profiling.demo import print_summary
     from profiling.generate import generate_logs
-    from profiling.pipeline import run_pipeline
     from profiling.privacy import id_key
 
     cfg = _config(config or DEMO_CONFIG, workdir, set_)
@@ -333,6 +333,7 @@ def demo(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Da
         generate_logs(data, users=users)
     cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"dir": str(data)})})
     spark = _session(cfg, verbose, "demo")
+    from profiling.pipeline import run_pipeline
     result = run_pipeline(spark, cfg, date)
     print_summary(spark, cfg, date, result)
 
@@ -383,10 +384,10 @@ def maintain(
     verbose: VerboseOpt = False,
 ) -> None:
     """Compact every table's small files and delete the files no version of the last N days reads."""
-    from profiling.pipeline import run_maintain
 
     kept = [] if retain_days is None else [f"maintenance.retain_days={retain_days}"]
     cfg = _existing_workdir(_config(config, workdir, (set_ or []) + kept))
+    from profiling.pipeline import run_maintain
     result = run_maintain(_session(cfg, verbose, "maintain"), cfg)
     typer.echo(json.dumps(result.to_dict()))
 

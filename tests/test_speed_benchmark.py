@@ -1,5 +1,6 @@
-"""The speed benchmark's smoke mode: ``python -m benchmarks.speed`` on one tiny size and the skew check,
-as a user runs it (tests/test_benchmark.py checks its slopes and fits between sizes on made-up figures).
+"""The speed benchmark's smoke mode: ``benchmarks.speed.run`` on one tiny size and the skew check, in
+the shared session (``python -m benchmarks.speed`` builds one session and calls the same function;
+tests/test_benchmark.py checks its slopes and fits between sizes on made-up figures).
 
 Figures at this size mean nothing; what is checked is that every stage and every limit it is
 compared with ran on the same data and that the report's sums hold together.
@@ -7,30 +8,20 @@ compared with ran on the same data and that the report's sums hold together.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from commands import ENV
-
-pytestmark = pytest.mark.jvm
-REPO = Path(__file__).resolve().parents[1]
 STAGES = {"sequences", "reference", "train", "loader", "infer", "forward"}
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    work = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.speed", "--events", "3000", "--runs", "1",
-         "--skew-users", "20", "--skew-heavy", "3000", "--workdir", str(work), "--json",
-         "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2", "--set", "model.dim=32"],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # the report is the last line
+def report(spark, tmp_path_factory):
+    """Each size has its own database and MLflow store (under a folder of its own), as under the command."""
+    from benchmarks.speed import STAGES as ORDER
+    from benchmarks.speed import Setup, run
+
+    setup = Setup(None, {"model": {"dim": 32}, "spark": {"master": "local[2]", "shuffle_partitions": 2}},
+                  tmp_path_factory.mktemp("bench"))
+    return run(spark, setup, [3000], None, 1, ORDER, skew=(20, 3000), log=lambda _: None)
 
 
 def test_every_stage_and_its_limit_ran_at_every_size(report):
