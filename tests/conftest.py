@@ -196,9 +196,10 @@ def cli_run(tmp_path_factory) -> dict:
     """A workdir as the console script leaves it, shared by the tests of the CLI, privacy and SQL server:
     ``profiling generate`` (60 users), ``profiling run`` (snapshot 2026-10-05) in a JVM of its own, then
     ``profiling forget --users-file`` of one user: someone's friend with rows in every log and one row in
-    quarantine. Modules that change the workdir further (test_faults: a training and an infer, killed and
-    rerun; test_privacy: VACUUM) run after those that read it as the run left it, and only add to it. Returns workdir, forgotten user, the data files that named them before the forget, the
-    forget's JSON summary, and the run's finished process (its stdout and stderr, as the console showed)."""
+    quarantine. A module that changes the workdir further (test_faults: a training and an infer, killed and
+    rerun) runs after those that read it as the run left it, and only adds to it. Returns workdir, forgotten
+    user, the data files that named them before the forget, the forget's JSON summary, and the run's
+    finished process (its stdout and stderr, as the console showed)."""
     from commands import ENV, PROFILING, SMALL_SPARK, files_naming, profiling
 
     root = tmp_path_factory.mktemp("cli")

@@ -1,6 +1,8 @@
 """`forget` in-process, on a pipeline run of its own (database `forgetting`, MLflow store and artifacts in
 a temporary workdir): ids are matched exactly as ingest stores them, ids that match nothing stop the
-request, the runs' sample explanations forget the user too, and the audit keeps keyed digests only."""
+request, the runs' sample explanations forget the user too, the audit keeps keyed digests only, and after
+a maintain with no retention no data file holds a forgotten id (a forget rewrites files; VACUUM deletes
+the old ones)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from commands import delta_table, rows_naming, table_frame
+from commands import delta_table, files_naming, rows_naming, table_frame
 
 SNAPSHOT = dt.date(2026, 11, 1)
 DATABASE = "forgetting"
@@ -201,3 +203,18 @@ def test_without_an_audit_key_no_digest_is_kept_and_forget_warns(forgetting, spa
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and AUDIT_ENV in warnings[0] and "\n" not in warnings[0]
     _assert_audit_names_no_id(config.workdir_path, ["erin"])
+
+
+def test_after_maintain_with_no_retention_no_data_file_holds_a_forgotten_user(forgetting, spark, config):
+    """Last in this module: the forgets above left the files they replaced, each still naming its user."""
+    from profiling.pipeline import run_maintain
+    from profiling.tables import table_dir
+
+    tables = table_dir(config.workdir_path, DATABASE, "behaviour_events").parent
+    forgotten = ["bob\u00a0", "dave", "erin"]
+    before = {user: files_naming(tables, user) for user in forgotten}
+    assert all(before.values()), before  # nothing to check otherwise
+    result = run_maintain(spark, forgetting, retain_days=0)
+    assert result.retain_days == 0 and result.totals()["files_deleted"] >= len({f for fs in before.values() for f in fs})
+    assert {user: files_naming(tables, user) for user in forgotten} == {user: [] for user in forgotten}
+    assert files_naming(tables, "bob")  # a user nobody forgot keeps their rows
