@@ -1,5 +1,5 @@
 """The speed benchmark's smoke mode: ``benchmarks.speed.run`` on one tiny size and the skew check, in
-the shared session (``python -m benchmarks.speed`` builds one session and calls the same function;
+a Spark session of this worker's (``python -m benchmarks.speed`` builds one session and calls the same function;
 tests/test_benchmark.py checks its slopes and fits between sizes on made-up figures).
 
 Figures at this size mean nothing; what is checked is that every stage and every limit it is
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+# A worker of its own, with a session of its own: on the shared session's worker it came last and ran alone.
+pytestmark = pytest.mark.xdist_group("speed")
 STAGES = {"sequences", "reference", "train", "loader", "infer", "forward"}
 
 
