@@ -270,14 +270,14 @@ def explain(
 ) -> None:
     """Explain one user's profile: interests, their evidence events, weights, nearest users, top items.
     With the embedded catalog it reads the tables with delta-rs: no JVM, no workdir lock."""
-    from profiling.explain import explain_users, format_text
-    from profiling.privacy import table_user_ids
-    from profiling.snapshots import snapshot_reader
-
     if format_ not in ("text", "json"):
         raise ConfigError(f"--format {format_!r}: expected text or json")
     if png is not None and not png.parent.is_dir():
         raise ConfigError(f"--png {png}: folder {png.parent} does not exist")
+    from profiling.explain import explain_users, format_text
+    from profiling.privacy import table_user_ids
+    from profiling.snapshots import snapshot_reader
+
     cfg = _existing_workdir(_config(config, workdir, (set_ or []) + ["spark.show_progress=false"]))
     date = parse_snapshot_date(snapshot_date) if snapshot_date else None
     ids = table_user_ids(cfg, [user])

@@ -12,16 +12,18 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 
 from profiling import progress, tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import DataQualityError
-from profiling.explain import log_run_explanations
-from profiling.infer import InferResult, infer_profiles
 from profiling.ingest import IngestResult, ingest_logs
 from profiling.sequences import SequencesResult, build_user_sequences
+
+if TYPE_CHECKING:
+    from profiling.infer import InferResult
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ def run_train(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.da
 def run_infer(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, model_version: str | None = None
 ) -> InferResult:
+    from profiling.explain import log_run_explanations
+    from profiling.infer import infer_profiles
+
     version = tracking.registered_version(config, model_version)
     with progress.step("infer"), tracking.stage_run(config, "infer", snapshot_date) as run_id:
         result = infer_profiles(spark, config, snapshot_date, version, run_id)

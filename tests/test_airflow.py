@@ -103,33 +103,26 @@ def _dags_test(env: dict[str, str], date: str, config: Path) -> subprocess.Compl
     return proc
 
 
-def _task_states(env: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Every run's task states, by logical date: read from Airflow's metadata database in one process
-    (one ``airflow tasks states-for-dag-run`` per day would import Airflow once per call)."""
-    probe = """
+def _dag_state(env: dict[str, str], config: Path) -> dict:
+    """Every run's task states, by logical date, from Airflow's metadata database, and whether training is
+    due: the DAG's ``check_model_age`` callable, as the task calls it, with the DAG's default params. One
+    process for both (each Airflow process imports Airflow and parses the DAG anew)."""
+    probe = f"""
 import json
+from airflow.dag_processing.dagbag import DagBag
 from airflow.models.dagrun import DagRun
-print(json.dumps({str(run.logical_date.date()): {ti.task_id: ti.state for ti in run.get_task_instances()}
-                  for run in DagRun.find(dag_id="profiling_daily")}))
+dag = DagBag(dag_folder={str(REPO / 'jobs')!r}).dags["profiling_daily"]
+params = {{**dag.params.dump(), "config": {str(config)!r}, "python": {sys.executable!r}}}
+print(json.dumps({{
+    "states": {{str(run.logical_date.date()): {{ti.task_id: ti.state for ti in run.get_task_instances()}}
+               for run in DagRun.find(dag_id="profiling_daily")}},
+    "training_due": dag.task_dict["check_model_age"].python_callable(params),
+}}))
 """
     out = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", probe], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _training_due(env: dict[str, str], config: Path) -> bool:
-    """The DAG's ``check_model_age`` callable, as the task calls it, with the DAG's default params."""
-    probe = f"""
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder={str(REPO / 'jobs')!r}).dags["profiling_daily"]
-params = {{**dag.params.dump(), "config": {str(config)!r}, "python": {sys.executable!r}}}
-print(dag.task_dict["check_model_age"].python_callable(params))
-"""
-    out = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", probe], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {"True": True, "False": False}[out.stdout.strip().splitlines()[-1]]
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +140,15 @@ def first_day(airflow_env, tmp_path_factory) -> dict:
         "train:\n  epochs: 2\n  num_processes: 1\n"  # DDP's two processes: the shared pipeline and the cluster
         "explain:\n  sample_users: 0\n"  # the DAG is under test here, not the sample figures
     )
-    due_before = _training_due(airflow_env, config)
+    before = _dag_state(airflow_env, config)
     _dags_test(airflow_env, FIRST, config)
-    return {"config": config, "states": _task_states(airflow_env), "due_before": due_before,
-            "due_after": _training_due(airflow_env, config)}
+    after = _dag_state(airflow_env, config)
+    return {"config": config, "states_before": before["states"], "states": after["states"],
+            "due_before": before["training_due"], "due_after": after["training_due"]}
 
 
 def test_the_first_day_runs_every_stage_and_writes_that_snapshot(first_day):
+    assert first_day["states_before"] == {}
     states = first_day["states"]
     assert states[FIRST] == {**{t: "success" for t in ("ingest", "sequences", "check_model_age", "train", "infer",
                                                         "evaluate", "check_maintenance_day")},

@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,14 @@ def test_mistakes_are_refused_before_any_jvm_starts(tmp_path, args, message):
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr[-3000:]
     assert message.format(tmp=tmp_path) in proc.stderr and len(proc.stderr.splitlines()) == 1
     assert not (work / "logs").exists()  # the session, which opens the log first, was never asked for
+
+
+def test_the_stages_that_need_no_model_start_without_torch():
+    """torch (the CUDA build, about 2.5 s of imports) loads for train, infer, evaluate and explain only."""
+    probe = ("import sys, profiling.cli, profiling.pipeline, profiling.maintenance, profiling.privacy; "
+             "print('torch' in sys.modules)")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=ENV)
+    assert shown.returncode == 0 and shown.stdout.strip() == "False", shown.stderr[-3000:]
 
 
 def test_the_demo_hints_are_commands_that_run_from_here(pipeline, spark, config, capsys):

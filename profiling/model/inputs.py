@@ -2,15 +2,19 @@
 
 Rows come from ``user_sequences`` (lists of indices). This module cuts them
 into training windows (with next-item labels), evaluation windows (leave-last-out
-targets) and full profiles, and pads them into batches. Pure numpy/torch.
+targets) and full profiles, and pads them into batches. Pure numpy/torch; torch is imported by
+``collate`` alone, so that the Spark stages which only need the constants (sequences) start without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 FEATURES = ("item", "category", "event_type", "source", "attribute", "gap_bucket", "value_bucket")
 # Every vocabulary's first indices name no key: 0 pads a batch, 1 stands for "unknown" or "none" (a key
@@ -88,6 +92,8 @@ def profile_chunks(row: Mapping, window: int, behaviour_idx: int) -> list[tuple[
 
 def collate(windows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Right-pad windows into (B, T) tensors; scalars become (B,) tensors; adds ``lengths``."""
+    import torch
+
     lengths = [len(w["item"]) for w in windows]
     batch: dict[str, torch.Tensor] = {}
     for name in windows[0]:
