@@ -13,20 +13,23 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
 setup: $(STAMP)
 
-# constraints.txt pins every package of a tested install, so a fresh install is reproducible.
-# --no-compile: Python compiles the modules a run imports when it first imports them, instead of pip
-# compiling all of torch, pyspark and mlflow up front (half the install's time).
+# constraints.txt pins every package of a tested install, so a fresh install is reproducible. uv installs
+# it (pip installs uv, pinned here): from its cache it links the files instead of unpacking every wheel,
+# which matters for torch's few GB. It byte-compiles nothing: Python compiles the modules a run imports
+# when it first imports them.
+UV := uv==0.13.9
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet --no-compile -c constraints.txt -e ".[dev]"
+	$(VENV)/bin/pip install --quiet $(UV)
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 # constraints-airflow.txt: pip freeze of apache-airflow 3.3.2 + apache-airflow-providers-apache-spark 6.3.4.
 $(AIRFLOW_STAMP): constraints-airflow.txt
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
-	$(AIRFLOW_VENV)/bin/pip install --quiet --no-compile -r constraints-airflow.txt
+	$(AIRFLOW_VENV)/bin/pip install --quiet $(UV)
+	$(AIRFLOW_VENV)/bin/uv pip install --quiet --python $(AIRFLOW_VENV)/bin/python -r constraints-airflow.txt
 	touch $(AIRFLOW_STAMP)
 
 demo: $(STAMP)
@@ -35,7 +38,7 @@ demo: $(STAMP)
 # Three pytest-xdist workers: most tests wait on JVMs they started (tests/conftest.py groups them).
 PYTEST_WORKERS ?= 3
 
-# The two environments install side by side: pip waits on the disk as much as on the CPU.
+# The two environments install side by side.
 test:
 	$(MAKE) --no-print-directory --jobs=2 $(STAMP) $(AIRFLOW_STAMP)
 	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)

@@ -134,11 +134,15 @@ def generate(
     out: Annotated[Path, typer.Option(help="Folder to write the logs to")],
     users: Annotated[int, typer.Option(help="Number of users", min=1)] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
+    items: Annotated[int, typer.Option(help="Items in the catalogue, as many in each category")] = 1000,
 ) -> None:
     """Write synthetic logs with planted interests (and ground_truth.csv.gz) in the input layout."""
-    from profiling.generate import generate_logs
+    from profiling.generate import CATEGORIES, generate_logs
 
-    counts = generate_logs(out, users=users, seed=seed)
+    if items < CATEGORIES or items % CATEGORIES:
+        nearest = max(CATEGORIES, -(-items // CATEGORIES) * CATEGORIES)
+        raise ConfigError(f"--items {items}: expected a multiple of the {CATEGORIES} categories, such as {nearest}")
+    counts = generate_logs(out, users=users, seed=seed, items_per_category=items // CATEGORIES)
     typer.echo(json.dumps({"out": str(out), **counts}))
 
 

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["generate_logs"]
+__all__ = ["CATEGORIES", "generate_logs"]
 
 DAY = 86_400
 HOUR = 3_600
 
 EVENT_TYPES = np.array(["view", "cart", "buy"])
+CATEGORIES = 20  # the default catalogue's, as `profiling generate` makes it
 # Cumulative (view, cart) thresholds.  Purchases concentrate in the user's top
 # category; with a typical top weight of ~0.45 the overall mix is ~70/20/10.
 _TYPE_CDF_TOP = (0.60, 0.85)  # view 60 %, cart 25 %, buy 15 %
@@ -81,7 +82,7 @@ def generate_logs(
     users: int = 2000,
     seed: int = 7,
     *,
-    categories: int = 20,
+    categories: int = CATEGORIES,
     items_per_category: int = 50,
     events_per_user: tuple[int, int] = (20, 120),
     start_ts: int = 1_700_000_000,
@@ -204,7 +205,9 @@ def _pick_silent_users(rng, top: np.ndarray) -> np.ndarray:
 
 
 def _item_ids(n: int) -> np.ndarray:
-    return np.array([f"i{k:05d}" for k in range(n)])
+    """``i00000``, ``i00001``, ... zero-padded to one width (at least 5 digits) so ids sort like their index."""
+    width = max(5, len(str(n - 1)))
+    return np.array([f"i{k:0{width}d}" for k in range(n)])
 
 
 def _items_frame(item_cat: np.ndarray, cat_names: np.ndarray) -> pd.DataFrame:

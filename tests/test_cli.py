@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import CLI_EXPLAINED, CLI_SNAPSHOT, CLI_USERS
@@ -41,6 +42,17 @@ def test_a_usage_error_names_the_argument_without_a_stack_trace(tmp_path):
     assert proc.returncode == 2
     assert "unexpected extra argument" in proc.stderr and "model.dim=8" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_generate_sizes_the_catalogue_and_refuses_an_uneven_one(tmp_path):
+    shown = json.loads(_run("generate", "--users", "20", "--items", "60", "--out", str(tmp_path / "logs")).stdout)
+    items = pd.read_csv(tmp_path / "logs" / "items.csv.gz")
+    assert shown["items"] == len(items) == 60 and (items.groupby("category").size() == 3).all()
+    proc = _run("generate", "--items", "1001", "--out", str(tmp_path / "uneven"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --items 1001: expected a multiple of the 20 categories, "
+                                                "such as 1020"]
+    assert not (tmp_path / "uneven").exists()
 
 
 @pytest.fixture(scope="module")

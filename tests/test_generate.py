@@ -112,6 +112,15 @@ def test_ids_and_titles(generated):
     assert pd.Series(users).str.fullmatch(r"u\d{6}").all()
 
 
+def test_item_ids_keep_one_width_past_five_digits(tmp_path):
+    counts = generate_logs(tmp_path, users=20, seed=3, categories=3, items_per_category=40_000, events_per_user=(2, 4))
+    items = _read(tmp_path, "items")
+    assert counts["items"] == len(items) == 120_000
+    assert items["item_id"].str.fullmatch(r"i\d{6}").all()
+    assert list(items["item_id"]) == sorted(items["item_id"])  # ids sort like their index
+    assert set(_read(tmp_path, "behaviour")["item_id"]) <= set(items["item_id"])
+
+
 def test_ground_truth_mixtures(generated):
     gt = generated[2]["ground_truth"]
     sums = gt.groupby("user_id")["weight"].sum()
