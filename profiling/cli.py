@@ -11,6 +11,7 @@ to the console, as under spark-submit), see ``profiling.console``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -89,13 +90,13 @@ def _existing_workdir(cfg: ProfilingConfig) -> ProfilingConfig:
     return cfg
 
 
-def _check_inputs(cfg: ProfilingConfig) -> None:
+def _check_inputs(cfg: ProfilingConfig, snapshot_date: dt.date) -> None:
     """What ingest would refuse about its settings: a missing id key, a log that is not there."""
     from profiling.ingest import resolve_input_paths
     from profiling.privacy import id_key
 
     id_key(cfg)
-    resolve_input_paths(cfg)
+    resolve_input_paths(cfg, snapshot_date)
 
 
 def _check_devices(cfg: ProfilingConfig) -> None:
@@ -153,7 +154,7 @@ def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: 
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)
-    _check_inputs(cfg)
+    _check_inputs(cfg, date)
     from profiling.pipeline import run_ingest
     result = run_ingest(_session(cfg, verbose, "ingest"), cfg, date)
     typer.echo(json.dumps(result.report.to_dict()))
@@ -309,7 +310,7 @@ def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: Dat
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)
-    _check_inputs(cfg)
+    _check_inputs(cfg, date)
     _check_devices(cfg)
     from profiling.pipeline import run_pipeline
     result = run_pipeline(_session(cfg, verbose, "run"), cfg, date)

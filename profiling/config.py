@@ -45,7 +45,8 @@ class _Section(BaseModel):
 class InputConfig(_Section):
     dir: str | None = Field(None, description=(
         "Folder holding behaviour.*, preference.*, social.* and items.* (CSV, CSV.gz, Parquet file or folder, "
-        "or a Delta table folder); a path set for one log wins over it."))
+        "or a Delta table folder); a path set for one log wins over it. In this and the paths below, {date} "
+        "stands for the snapshot date (YYYY-MM-DD): /logs/{date} reads each day's own folder."))
     behaviour: str | None = Field(None, description=(
         "The behaviour log (what users did with items: views, clicks, carts, purchases, plays, ratings); "
         "null: looked for in input.dir."))
@@ -69,6 +70,11 @@ class InputConfig(_Section):
     max_reason_share: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict, description=(
         "The same gate per reason code (e.g. {duplicate_row: 0.01}); reasons not named have no ceiling of their "
         "own."))
+    full_state: list[Literal["preference", "social"]] = Field(default_factory=list, description=(
+        "Logs given as the whole current state each day (a full export of preferences or edges): a row held "
+        "since an earlier date that the day's log lacks was withdrawn or removed, and leaves the snapshot "
+        "(removed_on). Logs not named only add rows, so a day's log may hold its new rows only. A log not "
+        "given on a day ends nothing."))
 
     @field_validator("max_reason_share")
     @classmethod
@@ -206,6 +212,10 @@ class InferConfig(_Section):
     evidence_events: int = Field(5, ge=0, le=1000, description=(
         "Events kept per user and interest in user_interest_evidence (top N by the interest's evidence "
         "attention)."))
+    merge_interests_cosine: float | None = Field(0.95, gt=0.0, le=1.0, description=(
+        "Interests whose vectors have at least this cosine are merged into one (weights summed) before the "
+        "profile tables are written, so a user has 1 to model.interests interests that differ; null keeps "
+        "all model.interests."))
 
 
 class ExplainConfig(_Section):

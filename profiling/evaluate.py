@@ -91,7 +91,7 @@ def _training_interactions(spark: SparkSession, config: ProfilingConfig, snapsho
                            item_index: DataFrame) -> tuple[DataFrame, TableVersion]:
     """(user_id, item idx) of every behaviour event except each evaluated user's test target."""
     behaviour, version = read_snapshot(spark, config, "behaviour_events", snapshot_date)
-    newest_first = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("event_order"))
+    newest_first = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("snapshot_date"), F.desc("event_order"))
     events = behaviour.select(
         "user_id", "item_id",
         F.row_number().over(newest_first).alias("newest"),
@@ -165,6 +165,34 @@ def interest_fidelity(weights: pd.DataFrame, truth: pd.DataFrame, categories: li
             "spearman": round(float(spearman.mean()), 4)}
 
 
+def interest_count_fidelity(profiles: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """Do users keep as many interests as they were planted categories?
+
+    ``interests_spearman``: rank correlation, over users, between the interests a profile kept (after
+    near-duplicates were merged: ``infer.merge_interests_cosine``) and the categories planted in the user
+    (NaN when every user kept as many).
+    ``interests_max_cosine``: the highest cosine between two kept interests of one user.
+    """
+    planted = truth[truth["weight"] > 0].groupby("user_id")["category"].nunique()
+    kept = profiles.set_index("user_id")["interest_embeddings"].map(len)
+    users = kept.index.intersection(planted.index)
+    closest = [_max_cosine(np.asarray(list(v), dtype=np.float64)) for v in profiles["interest_embeddings"]]
+    varied = kept[users].nunique() > 1 and planted[users].nunique() > 1  # else no rank correlation exists
+    rho = kept[users].rank().corr(planted[users].rank()) if varied else float("nan")
+    return {"interests_spearman": round(float(rho), 4), "interests_mean": round(float(kept.mean()), 4),
+            "interests_max_cosine": round(max(closest, default=-1.0), 4)}
+
+
+def _max_cosine(vectors: np.ndarray) -> float:
+    """The highest cosine between two of the vectors; -1 (none lower) when there are fewer than two."""
+    if len(vectors) < 2:
+        return -1.0
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    return float(cosine.max())
+
+
 def evidence_fidelity(evidence: pd.DataFrame, truth: pd.DataFrame, agree: int = 4, top: int = 5) -> dict[str, float]:
     """Do an interest's evidence events show what it is named after?
 
@@ -233,7 +261,10 @@ def evaluate_profiles(
         categories = sorted(set(truth["category"]) | set(weights["key"]))
         evidence, _ = read_snapshot(spark, config, "user_interest_evidence", snapshot_date)
         evidence = evidence.select("user_id", "interest", "interest_category", "category", "rank").toPandas()
-        result.fidelity = {**interest_fidelity(weights, truth, categories), **evidence_fidelity(evidence, truth)}
+        profiles, _ = read_snapshot(spark, config, "user_profile_embeddings", snapshot_date)
+        profiles = profiles.select("user_id", "interest_embeddings").toPandas()
+        result.fidelity = {**interest_fidelity(weights, truth, categories), **evidence_fidelity(evidence, truth),
+                           **interest_count_fidelity(profiles, truth)}
     log.info("evaluated %d users of %s: %s", len(test), dataset,
              {m: (v["recall@10"], v["ndcg@10"]) for m, v in models.items() if v})
     return result

@@ -25,6 +25,7 @@ from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
 from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
+from profiling.interests import merged_attention
 from profiling.model.inputs import FEATURES, FIRST_KEY
 from profiling.model.vocabulary import KEYED, Translation, Vocabulary
 from profiling.snapshots import SnapshotReader, session_snapshot_reader
@@ -158,7 +159,9 @@ def explain_users(
         to_model = Translation({d: model.vocabulary.translation(d, snapshot_keys[d]) for d in KEYED})
         window = profile_window(to_model.apply(sequences[uid]), model.spec.max_len, model.spec.behaviour_idx)
         with torch.no_grad():
-            attention = model(collate([window]))["evidence_attention"][0].numpy()
+            out = {k: v[0].numpy() for k, v in model(collate([window])).items()}
+        attention = merged_attention(out["interest_embeddings"], out["interest_weights"], out["evidence_attention"],
+                                     np.asarray(found[uid]["interest_embeddings"]))  # the interests infer kept
         shown = min(len(window["item"]), config.explain.recent_events)
         start = len(window["item"]) - shown
         recent[uid] = (window, attention, start)

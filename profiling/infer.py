@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError
+from profiling.interests import merge_interests
 from profiling.model.inputs import FIRST_KEY
 from profiling.model.vocabulary import Translation, Vocabulary
 from profiling.tables import TableVersion, read_snapshot, write_snapshot
@@ -194,7 +195,7 @@ def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int
 
 
 def score_partitions(model_key: str, packed, translation, names: dict[str, dict[int, str]], batch_size: int,
-                     evidence_events: int, use_gpu: bool = False):
+                     evidence_events: int, merge_cosine: float | None, use_gpu: bool = False):
     """The function ``mapInPandas`` runs: sequences in (the snapshot's indices, turned into the model's by the
     broadcast ``translation``), profiles out."""
 
@@ -224,14 +225,16 @@ def score_partitions(model_key: str, packed, translation, names: dict[str, dict[
                     # Each window's importance sums to 1; weight it by its share of the history.
                     importance[i][first:first + n] = out["event_importance"][j][:n] * n / max(len(importance[i]), 1)
                 pick = [newest[i] for i in range(len(rows))]
-                evidence = [_interest_evidence(r, chunks[j][2], chunks[j][1], out["evidence_attention"][j],
-                                               out["interest_weights"][j], names, evidence_events)
-                            for r, j in zip(rows, pick)]
+                interests = [merge_interests(out["interest_embeddings"][j], out["interest_weights"][j],
+                                             out["evidence_attention"][j], merge_cosine) for j in pick]
+                evidence = [_interest_evidence(r, chunks[j][2], chunks[j][1], kept.attention, kept.weights, names,
+                                               evidence_events)
+                            for r, j, kept in zip(rows, pick, interests)]
                 yield pd.DataFrame({
                     "user_id": part["user_id"].to_numpy(),
                     "embedding": list(out["embedding"][pick].astype(np.float32)),
-                    "interest_embeddings": [list(v) for v in out["interest_embeddings"][pick].astype(np.float32)],
-                    "interest_weights": list(out["interest_weights"][pick].astype(np.float32)),
+                    "interest_embeddings": [list(kept.vectors.astype(np.float32)) for kept in interests],
+                    "interest_weights": [kept.weights.astype(np.float32) for kept in interests],
                     "dimension_weights": [_dimension_weights(r, importance[i], names, model.spec.social_idx)
                                           for i, r in enumerate(rows)],
                     "evidence": evidence,
@@ -252,7 +255,7 @@ def score_sequences(config: ProfilingConfig, sequences: DataFrame, snapshot_voca
     return sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
                             "value_bucket", "ts").mapInPandas(
         score_partitions(model_key, packed, shipped, names, config.infer.batch_size, config.infer.evidence_events,
-                         config.infer.use_gpu), SCORED_SCHEMA), translation
+                         config.infer.merge_interests_cosine, config.infer.use_gpu), SCORED_SCHEMA), translation
 
 
 def infer_profiles(

@@ -38,7 +38,7 @@ from profiling.ids import normalised
 from profiling.privacy import USER_COLUMNS, id_key, pseudonymise
 from profiling.quality import EVENT_TYPES_SHOWN, TOP_VALUES, LogQuality, QualityReport
 from profiling.schemas import InputColumn, InputContract, input_contracts
-from profiling.tables import TableVersion, qualified, read_snapshot, write_snapshot
+from profiling.tables import TableVersion, merge_log, qualified, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,22 @@ class IngestResult:
         return self.report.logs
 
 
-def resolve_input_paths(config: ProfilingConfig) -> dict[str, Path | None]:
+def dated(path: str, snapshot_date: dt.date) -> Path:
+    """An input path setting for one day: ``{date}`` in it becomes the snapshot date (YYYY-MM-DD), so one
+    config reads each day's folder of new rows (``/logs/{date}``)."""
+    return Path(path.replace("{date}", snapshot_date.isoformat()))
+
+
+def resolve_input_paths(config: ProfilingConfig, snapshot_date: dt.date) -> dict[str, Path | None]:
     """Find each log: the path set for it, else ``<input.dir>/<source>{.csv.gz,.csv,.parquet,/}``."""
     paths: dict[str, Path | None] = {}
-    base = Path(config.input.dir) if config.input.dir else None
+    base = dated(config.input.dir, snapshot_date) if config.input.dir else None
     if base is not None and not base.is_dir():
         raise ConfigError(f"input.dir: {base} is not a folder")
     for source, contract in input_contracts().items():
         explicit = getattr(config.input, source)
         if explicit:
-            path = Path(explicit)
+            path = dated(explicit, snapshot_date)
             if not path.exists():
                 raise ConfigError(f"input.{source}: {path} does not exist")
             paths[source] = path
@@ -458,7 +464,8 @@ def ingest_logs(
     report = QualityReport(snapshot_date, uuid.uuid4().hex, config.input.max_quarantined_share,
                            dict(config.input.max_reason_share))
     checked: dict[str, DataFrame] = {}
-    for source, path in resolve_input_paths(config).items():
+    paths = resolve_input_paths(config, snapshot_date)
+    for source, path in paths.items():
         with progress.step(f"ingest: validating the {source} log {path or '(none given: empty)'}"):
             checked[source], report.logs[source] = check_log(spark, source, path, rules, key)
     report.users, report.users_without_behaviour = _count_users(checked)
@@ -475,11 +482,19 @@ def ingest_logs(
         if not report.stopped:
             for source, frame in checked.items():
                 accepted = frame.where(F.col("reason_code").isNull())
-                if source == "items":
-                    accepted = accepted.withColumn("category", F.split(F.col("category"), r"\|").getItem(0))
-                result.written.append(write_snapshot(
-                    spark, config, SOURCE_TABLES[source],
-                    accepted.withColumns({"ingest_id": ingest_id, "ingested_at": ingested_at}), snapshot_date, run_id))
+                if source == "items":  # its first category only: two rows may now be one
+                    accepted = accepted.withColumn("category", F.split(F.col("category"), r"\|").getItem(0)) \
+                        .dropDuplicates(["item_id", "category", "title"])
+                merged = merge_log(spark, config, SOURCE_TABLES[source],
+                                   accepted.withColumns({"ingest_id": ingest_id, "ingested_at": ingested_at}),
+                                   snapshot_date, run_id,
+                                   full_state=source in config.input.full_state and paths[source] is not None)
+                quality = report.logs[source]
+                quality.added, quality.removed = merged.added, merged.removed
+                log.info("ingest: %s: %s new of %s accepted rows added to %s%s", source, f"{merged.added:,}",
+                         f"{quality.accepted:,}", merged.written.name,
+                         f", {merged.removed:,} no longer in the full-state log ended" if quality.removed else "")
+                result.written.append(merged.written)
         rejected = [frame.where(F.col("reason_code").isNotNull()).select(
             F.lit(source).alias("source"), "raw_record", "reason_code", "message") for source, frame in checked.items()]
         quarantine = rejected[0]
@@ -490,10 +505,10 @@ def ingest_logs(
             snapshot_date, run_id))
         status = "stopped" if report.stopped else "complete"
         runs = spark.createDataFrame(
-            [(s, q.path, q.read, q.accepted, q.quarantined, q.reasons, status, q.stopped_by)
+            [(s, q.path, q.read, q.accepted, q.quarantined, q.added, q.removed, q.reasons, status, q.stopped_by)
              for s, q in report.logs.items()],
-            "source string, path string, read bigint, accepted bigint, quarantined bigint, "
-            "quarantined_by_reason map<string,bigint>, status string, gate_message string",
+            "source string, path string, read bigint, accepted bigint, quarantined bigint, added bigint, "
+            "removed bigint, quarantined_by_reason map<string,bigint>, status string, gate_message string",
         )
         # Last: the record that the run is whole (see complete_ingest_id).
         result.written.append(write_snapshot(
@@ -510,10 +525,11 @@ def ingest_logs(
 
 
 def complete_ingest_id(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> str:
-    """The ingest run whose rows the snapshot's event tables hold, once it is known to be whole.
+    """The ingest run of ``snapshot_date``, once every row the snapshot reads is known to be whole.
 
-    Refuses (one line) a snapshot whose last ingest stopped at a quality gate, or whose tables hold
-    rows of a run that ``ingest_runs`` does not record as complete (an ingest killed between commits).
+    Refuses (one line) a date whose last ingest stopped at a quality gate, or logs holding rows, of that
+    date or an earlier one, from a run ``ingest_runs`` does not record as that date's complete one (an
+    ingest killed between its commits).
     """
     runs, _ = read_snapshot(spark, config, "ingest_runs", snapshot_date)
     recorded = runs.select("ingest_id", "status", "gate_message").distinct().collect()
@@ -525,15 +541,20 @@ def complete_ingest_id(spark: SparkSession, config: ProfilingConfig, snapshot_da
         why = next((r["gate_message"] for r in recorded if r["gate_message"]), "")
         raise DataQualityError(f"the last ingest of {snapshot_date} stopped at a data-quality gate ({why}); "
                                "fix the input (or the gate) and rerun ingest for that date")
-    # One query over the three tables: on small snapshots each Spark job costs more than its rows.
+    up_to = F.col("snapshot_date") <= F.lit(snapshot_date)
+    complete = {r["snapshot_date"]: r["ingest_id"] for r in spark.table(qualified(config, "ingest_runs"))
+                .where(up_to & (F.col("status") == "complete")).select("snapshot_date", "ingest_id").collect()}
+    # One query over the four logs: on small snapshots each Spark job costs more than its rows.
     held = functools.reduce(DataFrame.unionByName, [
-        read_snapshot(spark, config, table, snapshot_date)[0].select(F.lit(table).alias("table"), "ingest_id")
-        for table in SOURCE_TABLES.values()]).distinct().collect()
-    for table in SOURCE_TABLES.values():
-        found = {r["ingest_id"] for r in held if r["table"] == table} - {ingest_id}
-        if found:
+        spark.table(qualified(config, name)).where(up_to).select(F.lit(name).alias("table"), "snapshot_date",
+                                                                 "ingest_id")
+        for name in SOURCE_TABLES.values()]).distinct().collect()
+    for row in sorted(held, key=lambda r: (r["snapshot_date"], r["table"], r["ingest_id"])):
+        if complete.get(row["snapshot_date"]) != row["ingest_id"]:
+            last = complete.get(row["snapshot_date"])
             raise IncompleteIngest(
-                f"{qualified(config, table)} holds rows of {snapshot_date} from ingest run(s) "
-                f"{', '.join(sorted(found))}, but ingest_runs records run {ingest_id} as the last complete one: "
-                "an ingest of that date was interrupted; rerun ingest for that date")
+                f"{qualified(config, row['table'])} holds rows of {row['snapshot_date']} from ingest run "
+                f"{row['ingest_id']}, but ingest_runs records "
+                + (f"run {last} as the last complete one" if last else "no complete ingest of that date")
+                + ": an ingest of that date was interrupted; rerun ingest for that date")
     return ingest_id

@@ -52,6 +52,10 @@ class LogQuality:
     # Per reason, its most frequent offending values (or column names, for reasons about ids).
     top_values: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     stopped_by: str | None = None  # the gate's message when this log stopped the run
+    # Once written: accepted rows new to the log's table (a cumulative dump repeats the others), and rows of
+    # a full-state log that it no longer holds (input.full_state).
+    added: int | None = None
+    removed: int | None = None
 
     @property
     def quarantined(self) -> int:
@@ -66,7 +70,8 @@ class LogQuality:
                 "reasons": dict(sorted(self.reasons.items(), key=lambda kv: -kv[1])),
                 "top_values": {r: [{"value": v, "rows": n} for v, n in values]
                                for r, values in self.top_values.items()},
-                "gate": "stopped" if self.stopped_by else "passed", "gate_message": self.stopped_by}
+                "gate": "stopped" if self.stopped_by else "passed", "gate_message": self.stopped_by,
+                "added": self.added, "removed": self.removed}
 
 
 def _percent(share: float) -> str:
@@ -141,6 +146,8 @@ class QualityReport:
             out.update({f"{source}_read": log.read, f"{source}_accepted": log.accepted,
                         f"{source}_quarantined": log.quarantined})
             out.update({f"{source}_quarantined_{reason}": n for reason, n in log.reasons.items()})
+            out.update({f"{source}_{what}": n for what, n in (("added", log.added), ("removed", log.removed))
+                        if n is not None})
         return out
 
     def lines(self) -> list[str]:

@@ -84,10 +84,18 @@ class TableContract:
     partitioned_by: tuple[str, ...]
     columns: tuple[Column, ...]
     properties: tuple[tuple[str, str], ...] = ()  # Delta table properties (TBLPROPERTIES)
+    row_key: tuple[str, ...] = ()  # a log's columns that make two rows the same row (profiling.tables.merge_log)
+    newest_per: tuple[str, ...] = ()  # a log whose snapshot holds the newest row of each of these keys only
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def is_log(self) -> bool:
+        """Each row stored once, in the partition of the snapshot that first ingested it (not one copy per
+        snapshot)."""
+        return bool(self.row_key)
 
     @property
     def struct(self) -> T.StructType:
@@ -100,6 +108,23 @@ class TableContract:
             f"CREATE TABLE IF NOT EXISTS {qualified_name} (\n  {cols}\n) USING DELTA{parts}\n"
             f"COMMENT {_quote(self.comment)}{self.properties_sql()}"
         )
+
+    def snapshot_sql(self, source: str, date: str | None) -> str:
+        """The SELECT of this table's snapshot ``date`` (a SQL date expression; None: the newest) from
+        ``source`` (the table, or one version of it). A snapshot table's is its partition; a log's, the rows
+        first ingested up to it that it still holds, and only the newest per ``newest_per`` key."""
+        if not self.is_log:
+            newest = f"(SELECT max(snapshot_date) FROM {source})"
+            return f"SELECT * FROM {source} WHERE snapshot_date = {date or newest}"
+        held = [f"snapshot_date <= {date}"] if date else []
+        if "removed_on" in self.names:
+            held.append(f"(removed_on IS NULL OR removed_on > {date})" if date else "removed_on IS NULL")
+        rows = f"SELECT * FROM {source}" + (f" WHERE {' AND '.join(held)}" if held else "")
+        if not self.newest_per:
+            return rows
+        order = ", ".join(["snapshot_date DESC", *(c for c in self.row_key if c not in self.newest_per)])
+        return (f"SELECT {', '.join(f'`{c}`' for c in self.names)} FROM (SELECT *, row_number() OVER (PARTITION BY "
+                f"{', '.join(self.newest_per)} ORDER BY {order}) AS _newest FROM ({rows})) WHERE _newest = 1")
 
     def properties_sql(self) -> str:
         """`` TBLPROPERTIES (...)`` of the contract's properties ("" if none)."""
@@ -142,6 +167,8 @@ def table_contracts() -> dict[str, TableContract]:
                 Column(c["name"], c["type"], bool(c.get("nullable", True)), c["comment"]) for c in spec["columns"]
             ),
             properties=tuple(sorted({k: str(v) for k, v in {**shared, **spec.get("properties", {})}.items()}.items())),
+            row_key=tuple(spec.get("row_key", [])),
+            newest_per=tuple(spec.get("newest_per", [])),
         )
         for name, spec in raw.items()
     }
@@ -165,11 +192,11 @@ class ViewContract:
 
 @functools.cache
 def view_contracts() -> dict[str, ViewContract]:
-    """The views of ``schemas/views.yaml`` plus ``latest_<table>`` for every snapshot table."""
+    """The views of ``schemas/views.yaml`` plus ``latest_<table>`` for every snapshot table and log."""
     views = {
         f"latest_{t.name}": ViewContract(
             f"latest_{t.name}", f"The newest snapshot of {t.name}: {t.comment}", (t.name,),
-            f"SELECT * FROM {{db}}.{t.name} WHERE snapshot_date = (SELECT max(snapshot_date) FROM {{db}}.{t.name})",
+            t.snapshot_sql(f"{{db}}.{t.name}", None),
         )
         for t in table_contracts().values() if "snapshot_date" in t.partitioned_by
     }

@@ -9,8 +9,10 @@ user's own events. All of it is Spark (windows and ``collect_list``), nothing
 loops on the driver.
 
 Order: ``ts`` ascending with unknown ``ts`` first, then social context, then
-preference, then behaviour, then input file order (``event_order``), so
-same-second ties keep the order of the input files.
+preference, then behaviour, then the snapshot that first ingested the row, then
+input file order (``event_order``), so same-second ties keep the order in which
+the rows arrived, whether a day's log held its new rows only or repeated the
+earlier ones too.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
             F.lit(None).cast("string").alias("attribute"),
             "value",
             "ts",
+            F.col("snapshot_date").alias("first_seen"),
             "event_order",
         )
     )
@@ -94,6 +97,7 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
         F.concat_ws("=", "dimension", "key").alias("attribute"),
         "value",
         "ts",
+        F.col("snapshot_date").alias("first_seen"),
         "event_order",
     )
 
@@ -134,6 +138,7 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
             F.lit(None).cast("string").alias("attribute"),
             F.col("friends").cast("double").alias("value"),
             F.lit(None).cast("bigint").alias("ts"),
+            F.lit(None).cast("date").alias("first_seen"),
             (-F.col("r")).cast("bigint").alias("event_order"),
         )
     )
@@ -181,7 +186,7 @@ def _index(events: DataFrame, vocab: DataFrame) -> DataFrame:
 def assemble_sequences(indexed: DataFrame, users: DataFrame, max_len: int, behaviour_idx: int) -> DataFrame:
     """Keep each user's last ``max_len`` events and pack them into ordered arrays."""
     source_rank = F.when(F.col("source") == "social", 0).when(F.col("source") == "preference", 1).otherwise(2)
-    order = [F.coalesce("ts", F.lit(-1)), source_rank, "event_order"]
+    order = [F.coalesce("ts", F.lit(-1)), source_rank, "first_seen", "event_order"]
     latest_first = Window.partitionBy("user_id").orderBy(*[o.desc() if isinstance(o, F.Column) else F.desc(o)
                                                            for o in order])
     kept = indexed.withColumn("recency", F.row_number().over(latest_first)).where(F.col("recency") <= max_len)

@@ -34,6 +34,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
+from profiling.schemas import table as contract
 from profiling.tables import missing_table, qualified, read_snapshot, table_dir
 from profiling.workdir import uses_embedded_catalog
 
@@ -80,7 +81,8 @@ class DeltaSnapshotReader:
         return self._paths[name]
 
     def _snapshot(self, name: str, snapshot_date: dt.date) -> ds.Dataset:
-        """The table's files of that snapshot only (partition pruning), as a pyarrow dataset."""
+        """The table's files of that snapshot only (of a log: up to it; partition pruning), as a pyarrow
+        dataset."""
         table = self._table(name)
         if table is None:
             raise missing_table(self.config, name)
@@ -89,8 +91,9 @@ class DeltaSnapshotReader:
         # it then cannot take the GIL, and the process aborts ("terminate called without an active
         # exception") after its work is done.
         files = pa_fs.SubTreeFileSystem(self._path(name), pa_fs.LocalFileSystem())
+        up_to = "<=" if contract(name).is_log else "="
         return table.to_pyarrow_dataset(filesystem=files,
-                                        file_pruning_predicate=[("snapshot_date", "=", snapshot_date.isoformat())])
+                                        file_pruning_predicate=[("snapshot_date", up_to, snapshot_date.isoformat())])
 
     def newest_snapshot(self, name: str) -> dt.date | None:
         table = self._table(name)
@@ -99,7 +102,21 @@ class DeltaSnapshotReader:
 
     def rows(self, name: str, snapshot_date: dt.date, columns: list[str], where: Where) -> pa.Table:
         met = _any_of(where, lambda column, values: ds.field(column).isin(list(values)), ds.scalar(False))
-        return self._snapshot(name, snapshot_date).to_table(columns=columns, filter=met)
+        log = contract(name)
+        if not log.is_log:
+            return self._snapshot(name, snapshot_date).to_table(columns=columns, filter=met)
+        if "removed_on" in log.names:  # what the snapshot still held (TableContract.snapshot_sql)
+            met = met & (ds.field("removed_on").is_null() | (ds.field("removed_on") > pa.scalar(snapshot_date)))
+        found = self._snapshot(name, snapshot_date).to_table(filter=met)
+        if log.newest_per:  # the newest row of each key, ties in Spark's order (nulls first): few rows, here
+            def order(row: dict) -> tuple:
+                return (-row["snapshot_date"].toordinal(), *((row[c] is not None, row[c]) for c in log.row_key))
+
+            newest: dict[tuple, dict] = {}
+            for row in sorted(found.to_pylist(), key=order):
+                newest.setdefault(tuple(row[c] for c in log.newest_per), row)
+            found = pa.Table.from_pylist(list(newest.values()), schema=found.schema)
+        return found.select(columns)
 
     def batches(self, name: str, snapshot_date: dt.date, columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
         return self._snapshot(name, snapshot_date).to_batches(columns=columns, batch_size=size)

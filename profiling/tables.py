@@ -1,8 +1,11 @@
-"""Delta tables in the catalog: create from the contracts, write snapshots, read versions.
+"""Delta tables in the catalog: create from the contracts, write snapshots, merge logs, read versions.
 
 Every snapshot write replaces the rows of one ``snapshot_date`` and nothing
 else, in one Delta commit that carries the MLflow run id as user metadata, so
 reruns are idempotent and ``DESCRIBE HISTORY`` tells which run wrote what.
+The validated input logs are not copied per snapshot: :func:`merge_log` adds
+the rows a log does not hold yet (one MERGE, one commit), and a log's snapshot
+D is what :meth:`profiling.schemas.TableContract.snapshot_sql` selects.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from profiling.exceptions import MissingStageOutput
 from profiling.schemas import spark_type, table, view_contracts
 
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+LAYOUT = "profiling.layout"  # "log" on the tables that keep each input row once (schemas/tables.yaml)
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,16 @@ def ensure_table(spark: SparkSession, config: ProfilingConfig, name: str) -> str
     full = qualified(config, name)
     contract = table(name)
     spark.sql(contract.create_sql(full))
+    have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
+    if contract.is_log and have.get(LAYOUT) != dict(contract.properties)[LAYOUT]:
+        raise MissingStageOutput(
+            f"table {full} holds a copy of the {name} log per snapshot date (written by an earlier version of "
+            "profiling, which every snapshot read would now add up): ingest its dates again, oldest first, into "
+            "another catalog.database or workdir")
     existing = set(spark.table(full).columns)
     added = [c for c in contract.columns if c.name not in existing]
     if added:  # a contract that gained columns since the table was created
         spark.sql(f"ALTER TABLE {full} ADD COLUMNS ({', '.join(c.sql(not_null=False) for c in added)})")
-    have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
     if any(have.get(k) != v for k, v in contract.properties):  # a table from before the contract said so
         spark.sql(f"ALTER TABLE {full} SET{contract.properties_sql()}")
     return full
@@ -134,12 +143,81 @@ def missing_table(config: ProfilingConfig, name: str) -> MissingStageOutput:
 def read_snapshot(
     spark: SparkSession, config: ProfilingConfig, name: str, snapshot_date: dt.date
 ) -> tuple[DataFrame, TableVersion]:
-    """The rows of one snapshot, pinned to the table's current version (recorded by the caller)."""
+    """The rows of one snapshot (of a log: those it holds as of that date), pinned to the table's current
+    version (recorded by the caller)."""
     full = qualified(config, name)
     if not spark.catalog.tableExists(full):
         raise missing_table(config, name)
     version = current_version(spark, full)
-    df = spark.sql(f"SELECT * FROM {full} VERSION AS OF {version}").where(
-        F.col("snapshot_date") == F.lit(snapshot_date)
-    )
+    df = spark.sql(table(name).snapshot_sql(f"{full} VERSION AS OF {version}", f"DATE'{snapshot_date.isoformat()}'"))
     return df, TableVersion(full, version)
+
+
+def _not_before_newest(spark: SparkSession, full_name: str, snapshot_date: dt.date) -> bool:
+    """Whether no row of the table is of a date after ``snapshot_date``."""
+    newest = spark.table(full_name).agg(F.max("snapshot_date")).first()[0]
+    return newest is None or newest <= snapshot_date
+
+
+@dataclass(frozen=True)
+class LogMerge:
+    """What one :func:`merge_log` changed."""
+
+    written: TableVersion
+    added: int  # rows new to the log
+    removed: int  # rows a full-state log no longer holds, ended (removed_on)
+
+
+def merge_log(
+    spark: SparkSession,
+    config: ProfilingConfig,
+    name: str,
+    df: DataFrame,
+    snapshot_date: dt.date,
+    run_id: str | None = None,
+    full_state: bool = False,
+) -> LogMerge:
+    """Add the rows of ``df`` that log ``name`` does not hold yet (equal in every ``row_key`` column, nulls
+    equal), in partition ``snapshot_date``; one MERGE, one commit.
+
+    So a folder of the day's new rows and a cumulative dump that repeats every earlier row leave the same
+    log, and a rerun of a date adds nothing. A rerun also makes the date's partition the run's own: rows
+    first ingested on that date that its input no longer has are deleted, and the others carry the new
+    ``ingest_id`` (:func:`profiling.ingest.complete_ingest_id` checks it). With ``full_state`` (the log is
+    the whole current state: ``input.full_state``) rows held since earlier dates that ``df`` lacks are
+    ended, ``removed_on = snapshot_date``; only on the newest date, so a backfill ends nothing. A first
+    ingest of a date that ends nothing is an insert-only MERGE, which Delta runs as one anti-join and an
+    append (the daily case).
+    """
+    from delta.tables import DeltaTable
+
+    contract = table(name)
+    full = ensure_table(spark, config, name)  # refuses a log of the earlier layout
+    added = {"snapshot_date": F.lit(snapshot_date)}
+    if "removed_on" in contract.names:
+        added["removed_on"] = F.lit(None).cast("date")
+    source = conform(df.withColumns(added), name)
+    day = f"DATE'{snapshot_date.isoformat()}'"
+    same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in contract.row_key)
+    if "removed_on" in contract.names:  # a row ended by the date, or before it, is held no more
+        same += f" AND (t.removed_on IS NULL OR t.removed_on > {day})"
+    ends = full_state and _not_before_newest(spark, full, snapshot_date)
+    merge = DeltaTable.forName(spark, full).alias("t").merge(source.alias("s"), same)
+    rerun = not spark.table(full).where(F.col("snapshot_date") == F.lit(snapshot_date)).isEmpty()
+    if rerun:  # the date's partition becomes this run's
+        merge = merge.whenMatchedUpdate(f"t.snapshot_date = {day} AND t.ingest_id <> s.ingest_id",
+                                        {"ingest_id": "s.ingest_id", "ingested_at": "s.ingested_at"})
+    merge = merge.whenNotMatchedInsertAll()
+    if rerun:
+        merge = merge.whenNotMatchedBySourceDelete(f"t.snapshot_date = {day}")
+    if ends:
+        merge = merge.whenNotMatchedBySourceUpdate(f"t.snapshot_date < {day} AND t.removed_on IS NULL",
+                                                   {"removed_on": day})
+    with commit_metadata(spark, run_id):
+        done = merge.execute().first()  # what it changed; a MERGE that changes nothing commits nothing
+    ensure_views(spark, config, name)
+    last = spark.sql(f"DESCRIBE HISTORY {full} LIMIT 1").first()
+    removed = 0
+    if ends and done["num_updated_rows"]:  # ended rows, told from the rerun's re-stamped ones
+        removed = int(last["operationMetrics"].get("numTargetRowsNotMatchedBySourceUpdated", 0))
+    return LogMerge(TableVersion(full, int(last["version"])), int(done["num_inserted_rows"]), removed)

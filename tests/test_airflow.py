@@ -3,7 +3,8 @@
 Airflow 3.3 and its Spark provider live apart from profiling's environment (the provider's
 pyspark-client overlaps pyspark's files); ``make test`` builds .venv-airflow from
 constraints-airflow.txt. The DAG is parsed by Airflow's DagBag, then run for one day with
-``airflow dags test`` against a local Spark connection: with no model registered, the day trains.
+``airflow dags test`` against a local Spark connection, reading the folder of its date
+(``input.dir: .../{date}``): with no model registered, the day trains.
 Whether a day trains is the DAG's ``check_model_age`` callable, asked before and after that day:
 the day after, the fresh model is kept (``infer``'s trigger rule, checked on the parsed DAG, runs it
 after a skipped ``train``). One day, not two: a second ``dags test`` costs four more spark-submits
@@ -128,13 +129,12 @@ print(json.dumps({{
 @pytest.fixture(scope="module")
 def first_day(airflow_env, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("daily")
-    data = root / "data"
-    profiling("generate", "--users", str(USERS), "--out", str(data))
+    profiling("generate", "--users", str(USERS), "--out", str(root / "logs" / FIRST))
     config = root / "profiling.yaml"
     config.write_text(
         f"base: {REPO / 'conf' / 'default.yaml'}\n"
         f"workdir: {root / 'work'}\n"
-        f"input:\n  dir: {data}\n"
+        f"input:\n  dir: '{root / 'logs'}/{{date}}'\n"  # each run reads the folder of its {{ ds }}
         "spark:\n  show_progress: false\n  shuffle_partitions: 2\n"
         "model:\n  dim: 16\n"
         "train:\n  epochs: 2\n  num_processes: 1\n"  # DDP's two processes: the shared pipeline and the cluster

@@ -3,6 +3,7 @@ names the key and the file; `profiling config show` says where each value comes 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -86,14 +87,32 @@ def test_a_malformed_override_and_a_missing_file_are_reported():
 def test_a_missing_input_log_names_the_setting(tmp_path):
     from profiling.ingest import resolve_input_paths
 
+    day = dt.date(2026, 11, 3)
     (tmp_path / "behaviour.csv").write_text("user_id,item_id,event_type,ts\n")
     config = load_config(overrides={"input": {"dir": str(tmp_path)}})
     with pytest.raises(ConfigError, match="input.preference"):
-        resolve_input_paths(config)
+        resolve_input_paths(config, day)
     (tmp_path / "preference.csv").write_text("user_id,dimension,key\n")
     config = load_config(overrides={"input": {"dir": str(tmp_path), "social": str(tmp_path / "nope.csv")}})
     with pytest.raises(ConfigError, match="input.social"):
-        resolve_input_paths(config)
+        resolve_input_paths(config, day)
+
+
+def test_date_in_an_input_path_is_the_snapshot_date(tmp_path):
+    from profiling.ingest import resolve_input_paths
+
+    for day in ("2026-11-03", "2026-11-04"):
+        (tmp_path / day).mkdir()
+        for source in ("behaviour", "preference", "social"):
+            (tmp_path / day / f"{source}.csv").write_text("user_id\n")
+    config = load_config(overrides={"input": {"dir": str(tmp_path / "{date}"),
+                                              "items": str(tmp_path / "items-{date}.csv")}})
+    (tmp_path / "items-2026-11-04.csv").write_text("item_id\n")
+    paths = resolve_input_paths(config, dt.date(2026, 11, 4))
+    assert paths["behaviour"] == tmp_path / "2026-11-04" / "behaviour.csv"
+    assert paths["items"] == tmp_path / "items-2026-11-04.csv"
+    with pytest.raises(ConfigError, match=f"input.dir: {tmp_path / '2026-11-05'} is not a folder"):
+        resolve_input_paths(config, dt.date(2026, 11, 5))
 
 
 def _shown(output: str) -> dict[str, tuple[str, str]]:

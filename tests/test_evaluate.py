@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,6 +60,10 @@ def test_fidelity_figures_are_reported_for_generated_data(evaluation):
     assert evaluation.fidelity["users"] > 100
     assert 0 <= evaluation.fidelity["top3_match"] <= 1
     assert -1 <= evaluation.fidelity["spearman"] <= 1
+    spearman = evaluation.fidelity["interests_spearman"]
+    assert math.isnan(spearman) or -1 <= spearman <= 1  # NaN: every user kept as many interests
+    assert 1 <= evaluation.fidelity["interests_mean"] <= 3  # the pipeline's model.interests
+    assert evaluation.fidelity["interests_max_cosine"] < 0.95  # the merge left no near-duplicate pair
 
 
 def test_interest_fidelity_on_hand_made_weights():

@@ -127,7 +127,7 @@ def test_explain_json_validates_and_agrees_with_the_tables(pipeline, spark, conf
         (F.col("user_id") == "buyer") & (F.col("dimension") == "source")).orderBy("rank").toPandas()
     assert [w["key"] for w in buyer_doc["dimensions"]["source"]] == list(source["key"])
     attention = np.asarray(buyer_doc["recent_events"]["attention"])
-    assert attention.shape == (config.model.interests, len(buyer_doc["recent_events"]["events"]))
+    assert attention.shape == (len(buyer_doc["interests"]), len(buyer_doc["recent_events"]["events"]))
     assert len(buyer_doc["recent_events"]["events"]) == config.explain.recent_events
 
 

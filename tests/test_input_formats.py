@@ -78,7 +78,7 @@ def _checked(spark, config, folder: Path, **settings):
     from profiling.ingest import ValidationRules, check_log, resolve_input_paths
 
     cfg = _config(config, folder, **settings)
-    frame, quality = check_log(spark, "behaviour", resolve_input_paths(cfg)["behaviour"],
+    frame, quality = check_log(spark, "behaviour", resolve_input_paths(cfg, DATE)["behaviour"],
                                ValidationRules.for_snapshot(cfg, DATE), None)
     rows = frame.orderBy("event_order").toPandas()
     frame.unpersist()

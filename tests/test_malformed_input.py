@@ -89,7 +89,7 @@ def test_millisecond_timestamps_are_converted_when_configured(spark, config, tmp
     write_planted_logs(tmp_path, SNAPSHOT)
     cfg = _config(config, tmp_path, millisecond_timestamps="convert")
     rules = ValidationRules.for_snapshot(cfg, SNAPSHOT)
-    for source, path in resolve_input_paths(cfg).items():
+    for source, path in resolve_input_paths(cfg, SNAPSHOT).items():
         frame, quality = check_log(spark, source, path, rules, None)
         assert "timestamp_in_milliseconds" not in quality.reasons, source
         if source == "behaviour":

@@ -1,0 +1,75 @@
+"""Interests that are really different: the encoder's K interest vectors, near-duplicates merged.
+
+The multi-interest head always yields K vectors, and a user with one taste gets K copies of it
+(cosine ~1.00), each with a share of the weight: an explanation then lists the same interest K times.
+Before the profile tables are written, interests are merged by centroid linkage: while two of them
+have a cosine of at least ``infer.merge_interests_cosine``, the closest two become one, whose vector
+is their weight-weighted mean, whose weight is the sum and whose evidence attention is the
+weight-weighted mean of theirs. The profile embedding (the weighted mean of the interest vectors) and
+the total weight are unchanged by construction, a user keeps between 1 and K interests, and no two
+kept interests are as close as the threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MergedInterests:
+    vectors: np.ndarray  # (M, dim), M <= K
+    weights: np.ndarray  # (M,), sums to the raw weights' sum
+    attention: np.ndarray  # (M, events): evidence attention, each row a weighted mean of its members'
+    members: tuple[tuple[int, ...], ...]  # the raw interests each kept one holds
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def merge_interests(vectors: np.ndarray, weights: np.ndarray, attention: np.ndarray,
+                    min_cosine: float | None) -> MergedInterests:
+    """Merge the closest pair while its cosine is at least ``min_cosine`` (None: keep all K). Kept
+    interests are ordered by their first member, so an unmerged profile keeps its order."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    attention = np.asarray(attention, dtype=np.float64)
+    groups = [[k] for k in range(len(weights))]
+    mean = list(vectors)
+    mass = list(weights)
+    seen = list(attention * weights[:, None])  # attention mass, divided by the weight at the end
+    while min_cosine is not None and len(groups) > 1:
+        unit = _unit(np.stack(mean))
+        cosine = unit @ unit.T
+        np.fill_diagonal(cosine, -np.inf)
+        a, b = np.unravel_index(int(np.argmax(cosine)), cosine.shape)
+        if cosine[a, b] < min_cosine:
+            break
+        a, b = min(a, b), max(a, b)
+        total = mass[a] + mass[b]
+        share = mass[a] / total if total > 0 else 0.5
+        mean[a] = share * mean[a] + (1 - share) * mean[b]
+        mass[a] = total
+        seen[a] = seen[a] + seen[b]
+        groups[a] += groups[b]
+        for column in (groups, mean, mass, seen):
+            del column[b]
+    kept_attention = np.stack([s / m if m > 0 else s for s, m in zip(seen, mass)])
+    return MergedInterests(np.stack(mean), np.asarray(mass), kept_attention, tuple(tuple(sorted(g)) for g in groups))
+
+
+def merged_attention(raw_vectors: np.ndarray, raw_weights: np.ndarray, raw_attention: np.ndarray,
+                     kept_vectors: np.ndarray) -> np.ndarray:
+    """Evidence attention for interests merged earlier (``kept_vectors``, as the profile table holds them),
+    from the encoder's raw output for the same window: each raw interest counts towards the kept interest
+    its vector is closest to, weighted as in :func:`merge_interests`."""
+    owner = np.argmax(_unit(np.asarray(raw_vectors, dtype=np.float64))
+                      @ _unit(np.asarray(kept_vectors, dtype=np.float64)).T, axis=1)
+    out = np.zeros((len(kept_vectors), raw_attention.shape[1]))
+    for m in range(len(kept_vectors)):
+        w = np.where(owner == m, raw_weights, 0.0)
+        if w.sum() > 0:
+            out[m] = (w[:, None] * raw_attention).sum(0) / w.sum()
+    return out

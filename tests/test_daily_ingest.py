@@ -1,0 +1,216 @@
+"""Daily ingest: the logs keep each row once, whichever form a day's input takes.
+
+One workdir through three days, on generated logs split by time: day 1 brings the first logs; day 2
+only its new rows (the "new rows" form); day 3 a cumulative dump of everything so far, with preference
+and social given as full state (``input.full_state``) in which one preference was withdrawn and one
+edge removed. Day 3 is then ingested again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from profiling.schemas import input_contracts, table
+
+pytestmark = pytest.mark.xdist_group("session")
+
+DATABASE = "daily"
+DAYS = [dt.date(2026, 11, 10), dt.date(2026, 11, 11), dt.date(2026, 11, 12)]
+LOGS = {"behaviour": "behaviour_events", "preference": "preference_events", "social": "social_edges",
+        "items": "items"}
+
+
+def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> Path:
+    folder.mkdir(parents=True)
+    for source, frame in frames.items():
+        frame.to_csv(folder / f"{source}.csv.gz", index=False, compression="gzip")
+    return folder
+
+
+def _rows(spark, name: str, day: dt.date | None = None, partition: bool = False) -> pd.DataFrame:
+    """A log's rows as text in its key columns: its snapshot ``day`` (its partition ``day`` when
+    ``partition``), or all of it."""
+    full = f"{DATABASE}.{name}"
+    key = list(table(name).row_key)
+    if day is None:
+        frame = spark.table(full)
+    elif partition:
+        frame = spark.table(full).where(f"snapshot_date = DATE'{day}'")
+    else:  # the snapshot as every stage reads it (profiling.tables.read_snapshot)
+        frame = spark.sql(table(name).snapshot_sql(full, f"DATE'{day}'"))
+    out = frame.select(*[frame[c].cast("string").alias(c) for c in key]).toPandas().fillna("")
+    return out.sort_values(key).reset_index(drop=True)
+
+
+def _as_keys(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Input rows as the log stores their key: numbers as Spark prints them, blanks as ""."""
+    key = list(table(name).row_key)
+    out = frame.copy()
+    for column in key:
+        if column == "value":
+            out[column] = [str(float(v)) if v != "" else "" for v in out[column]]
+    return out[key].drop_duplicates().sort_values(key).reset_index(drop=True)
+
+
+def _day_config(config, folder: Path, full_state: list[str]):
+    return config.model_copy(update={
+        "input": config.input.model_copy(update={"dir": str(folder), "full_state": full_state}),
+        "catalog": config.catalog.model_copy(update={"database": DATABASE}),
+    })
+
+
+@pytest.fixture(scope="module")
+def days(spark, config, tmp_path_factory):
+    from profiling.generate import generate_logs
+    from profiling.ingest import ingest_logs
+    from profiling.sequences import build_user_sequences
+    from profiling.tables import current_version
+
+    root = tmp_path_factory.mktemp("daily")
+    generate_logs(root / "all", users=40, seed=5, events_per_user=(6, 14))
+    every = {s: pd.read_csv(root / "all" / f"{s}.csv.gz", dtype=str, keep_default_na=False) for s in LOGS}
+    behaviour = every["behaviour"]
+    first, second = len(behaviour) * 7 // 10, len(behaviour) * 17 // 20
+    preference, social = every["preference"], every["social"]
+    # Day 3's state: one preference withdrawn (its user's only one of that attribute, so it leaves the
+    # sequence; of the user with the fewest events, so no max_len cut hides it), one edge removed.
+    once = preference.groupby(["user_id", "dimension", "key"])["key"].transform("size") == 1
+    events = behaviour["user_id"].value_counts()
+    withdrawn = preference[once].assign(n=lambda f: f["user_id"].map(events).fillna(0)).sort_values(
+        ["n", "user_id"]).drop(columns="n").iloc[0]
+    removed = social[social["user_id"].duplicated(keep=False)].iloc[0]
+    items = every["items"]
+    retitled = items.assign(title=lambda f: f["title"].where(f.index != 0, "A new title"))  # day 3: one item
+    new_preference = pd.DataFrame([{**withdrawn.to_dict(), "key": "newly-declared"}])
+    new_edge = pd.DataFrame([{**removed.to_dict(), "other_user_id": "u-newcomer"}])
+    empty = {s: every[s].head(0) for s in ("preference", "social")}
+    inputs = [
+        _write(root / "day1", {"behaviour": behaviour.iloc[:first], "preference": preference, "social": social,
+                               "items": items}),
+        _write(root / "day2", {"behaviour": behaviour.iloc[first:second], **empty}),  # its new rows only
+        _write(root / "day3", {  # everything so far, preference and social as the state of the day
+            "behaviour": behaviour,
+            "preference": pd.concat([preference.drop(index=withdrawn.name), new_preference]),
+            "social": pd.concat([social.drop(index=removed.name), new_edge]),
+            "items": retitled}),
+    ]
+    full_state = [[], [], ["preference", "social"]]
+    out = SimpleNamespace(every=every, behaviour=behaviour, cuts=(first, second), withdrawn=withdrawn,
+                          removed=removed, retitled=items.iloc[0], ingests=[])
+    for day, folder, state in zip(DAYS, inputs, full_state):
+        out.ingests.append(ingest_logs(spark, _day_config(config, folder, state), day))
+    cfg = _day_config(config, inputs[2], full_state[2])
+    out.before_rerun = {n: (_rows(spark, n), current_version(spark, f"{DATABASE}.{n}")) for n in LOGS.values()}
+    out.rerun = ingest_logs(spark, cfg, DAYS[2])
+    out.after_rerun = {n: (_rows(spark, n), current_version(spark, f"{DATABASE}.{n}")) for n in LOGS.values()}
+    out.sequences = {day: build_user_sequences(spark, cfg, day) for day in DAYS[1:]}
+    return out
+
+
+def test_row_keys_are_the_input_columns_the_duplicate_rule_compares():
+    for source, name in LOGS.items():
+        assert list(table(name).row_key) == input_contracts()[source].names
+
+
+def test_each_day_adds_only_the_rows_the_logs_did_not_hold_whichever_form_its_input_takes(days, spark):
+    first, second = days.cuts
+    behaviour = days.behaviour
+    for day, rows in zip(DAYS, (behaviour.iloc[:first], behaviour.iloc[:second], behaviour)):
+        assert _rows(spark, "behaviour_events", day).equals(_as_keys(rows, "behaviour_events")), day
+    # No row is stored twice: the day-3 dump repeated every earlier row and added the rest.
+    stored = _rows(spark, "behaviour_events")
+    assert len(stored) == len(_as_keys(behaviour, "behaviour_events"))
+    added = [run.report.logs["behaviour"].added for run in days.ingests]
+    partitions = [len(_rows(spark, "behaviour_events", day, partition=True)) for day in DAYS]
+    assert added == partitions and all(added) and sum(added) == len(stored)
+    day3 = days.ingests[2].report.logs["behaviour"]
+    assert day3.accepted > day3.added  # the dump's earlier rows were accepted, and not stored again
+
+
+def test_a_full_state_log_ends_what_it_no_longer_holds_and_earlier_snapshots_keep_it(days, spark):
+    withdrawn, removed = days.withdrawn, days.removed
+    pref = {"user_id": withdrawn["user_id"], "key": withdrawn["key"], "dimension": withdrawn["dimension"]}
+    edge = {"user_id": removed["user_id"], "other_user_id": removed["other_user_id"]}
+
+    def holds(name, day, row):
+        snapshot = _rows(spark, name, day)
+        return bool((snapshot[list(row)] == pd.Series(row)).all(axis=1).any())
+
+    assert holds("preference_events", DAYS[1], pref) and not holds("preference_events", DAYS[2], pref)
+    assert holds("social_edges", DAYS[1], edge) and not holds("social_edges", DAYS[2], edge)
+    assert holds("social_edges", DAYS[2], {**edge, "other_user_id": "u-newcomer"})
+    assert holds("preference_events", DAYS[2], {**pref, "key": "newly-declared"})
+    report = days.ingests[2].report.logs
+    assert (report["preference"].removed, report["social"].removed) == (1, 1)
+    assert report["behaviour"].removed == 0
+    # The day-2 log held its new rows only and was no full state: it ended nothing.
+    assert days.ingests[1].report.logs["social"].removed == 0
+    ended = spark.table(f"{DATABASE}.social_edges").where("removed_on IS NOT NULL").collect()
+    assert [(r["user_id"], r["other_user_id"], r["removed_on"]) for r in ended] == \
+        [(removed["user_id"], removed["other_user_id"], DAYS[2])]
+    latest = spark.table(f"{DATABASE}.latest_social_edges")
+    assert latest.count() == len(_rows(spark, "social_edges", DAYS[2]))
+
+
+def test_the_withdrawn_preference_leaves_the_users_sequence(days, spark):
+    withdrawn = days.withdrawn
+    attribute = f"{withdrawn['dimension']}={withdrawn['key']}"
+
+    def attributes(day):
+        vocab = {r["idx"]: r["key"] for r in spark.table(f"{DATABASE}.vocabularies").where(
+            f"snapshot_date = DATE'{day}' AND dimension = 'attribute'").collect()}
+        [row] = spark.table(f"{DATABASE}.user_sequences").where(
+            f"snapshot_date = DATE'{day}' AND user_id = '{withdrawn['user_id']}'").collect()
+        return {vocab[i] for i in row["attribute"]}
+
+    assert attribute in attributes(DAYS[1])
+    assert attribute not in attributes(DAYS[2])
+
+
+def test_rerunning_a_day_adds_nothing_in_at_most_one_commit_per_log(days):
+    for name, (rows, version) in days.before_rerun.items():
+        after, version_after = days.after_rerun[name]
+        assert after.equals(rows), name
+        # One MERGE; Delta commits none when it changes nothing (items: the date brought no new item).
+        assert version_after - version in (0, 1), name
+    assert {s: (q.added, q.removed) for s, q in days.rerun.report.logs.items()} == \
+        {s: (0, 0) for s in LOGS}
+
+
+def test_a_log_of_the_earlier_layout_is_refused_with_one_line(days, spark, config, tmp_path):
+    from profiling.exceptions import MissingStageOutput
+    from profiling.ingest import ingest_logs
+
+    cfg = _day_config(config, tmp_path, []).model_copy(update={
+        "catalog": config.catalog.model_copy(update={"database": "daily_earlier"})})
+    spark.sql("CREATE DATABASE IF NOT EXISTS daily_earlier")
+    spark.sql(table("behaviour_events").create_sql("daily_earlier.behaviour_events"))
+    spark.sql("ALTER TABLE daily_earlier.behaviour_events UNSET TBLPROPERTIES ('profiling.layout')")
+    _write(tmp_path / "logs", {s: days.every[s].head(20) for s in LOGS})
+    with pytest.raises(MissingStageOutput) as refused:
+        ingest_logs(spark, cfg.model_copy(update={"input": cfg.input.model_copy(
+            update={"dir": str(tmp_path / "logs")})}), DAYS[0])
+    assert str(refused.value).startswith("table daily_earlier.behaviour_events holds a copy of the behaviour_events "
+                                         "log per snapshot date")
+    assert "\n" not in str(refused.value)
+
+
+def test_an_items_snapshot_holds_each_items_newest_row_up_to_its_date(days, spark, config):
+    from profiling.snapshots import DeltaSnapshotReader
+    from profiling.tables import read_snapshot
+
+    item = days.retitled
+    cfg = _day_config(config, Path("."), [])
+    reader = DeltaSnapshotReader(cfg)  # what explain reads, without Spark
+    for day, title in ((DAYS[1], item["title"]), (DAYS[2], "A new title")):
+        spark_rows = read_snapshot(spark, cfg, "items", day)[0].where(f"item_id = '{item['item_id']}'").collect()
+        assert [r["title"] for r in spark_rows] == [title], day
+        rows = reader.rows("items", day, ["item_id", "title"], [{"item_id": [item["item_id"]]}]).to_pylist()
+        assert rows == [{"item_id": item["item_id"], "title": title}], day
+    every = read_snapshot(spark, cfg, "items", DAYS[2])[0]
+    assert every.count() == every.select("item_id").distinct().count() == len(days.every["items"])

@@ -1,0 +1,74 @@
+"""Near-duplicate interests are merged before the profile tables are written (profiling.interests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from profiling.evaluate import interest_count_fidelity
+from profiling.interests import merge_interests, merged_attention
+
+
+def _attention(rng, k: int, n: int) -> np.ndarray:
+    return rng.dirichlet(np.ones(n), size=k)
+
+
+def test_copies_of_one_interest_become_one_and_the_profile_is_unchanged():
+    rng = np.random.default_rng(0)
+    taste = rng.normal(size=8)
+    vectors = np.stack([taste + rng.normal(scale=1e-3, size=8) for _ in range(4)])
+    weights = np.array([0.4, 0.3, 0.2, 0.1])
+    attention = _attention(rng, 4, 6)
+    kept = merge_interests(vectors, weights, attention, 0.95)
+    assert kept.members == ((0, 1, 2, 3),)
+    assert kept.weights == pytest.approx([1.0])
+    assert np.allclose(kept.vectors[0] * kept.weights[0], (vectors * weights[:, None]).sum(0))
+    assert np.allclose(kept.attention[0], (attention * weights[:, None]).sum(0))
+    assert kept.attention[0].sum() == pytest.approx(1.0)
+
+
+def test_different_interests_are_kept_in_order_and_none_keeps_every_one():
+    vectors = np.eye(3)
+    weights = np.array([0.2, 0.5, 0.3])
+    attention = _attention(np.random.default_rng(1), 3, 4)
+    for threshold in (0.95, None):
+        kept = merge_interests(vectors, weights, attention, threshold)
+        assert kept.members == ((0,), (1,), (2,))
+        assert np.allclose(kept.vectors, vectors) and np.allclose(kept.weights, weights)
+    near = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])  # cosine 0.994 between the first two
+    assert merge_interests(near, np.full(3, 1 / 3), np.ones((3, 1)), None).members == ((0,), (1,), (2,))
+    assert merge_interests(near, np.full(3, 1 / 3), np.ones((3, 1)), 0.95).members == ((0, 1), (2,))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_two_kept_interests_are_as_close_as_the_threshold(seed):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(2, 6))
+    vectors = np.stack([base[k % 2] + rng.normal(scale=0.3, size=6) for k in range(8)])  # chains of near ones
+    weights = rng.dirichlet(np.ones(8))
+    attention = _attention(rng, 8, 5)
+    kept = merge_interests(vectors, weights, attention, 0.9)
+    unit = kept.vectors / np.linalg.norm(kept.vectors, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -1)
+    assert 1 <= len(kept.weights) <= 8 and cosine.max() < 0.9
+    assert sorted(k for group in kept.members for k in group) == list(range(8))
+    assert kept.weights.sum() == pytest.approx(1.0)
+    assert np.allclose((kept.vectors * kept.weights[:, None]).sum(0), (vectors * weights[:, None]).sum(0))
+    # explain rebuilds the merged attention from the raw output and the kept vectors alone
+    assert np.allclose(merged_attention(vectors, weights, attention, kept.vectors), kept.attention)
+
+
+def test_kept_interests_are_counted_against_the_planted_categories():
+    truth = pd.DataFrame({"user_id": ["a", "b", "b", "c", "c", "c"], "category": list("xxyxyz"),
+                          "weight": [1, 0.5, 0.5, 0.4, 0.3, 0.3]})
+    profiles = pd.DataFrame({"user_id": ["a", "b", "c"],
+                             "interest_embeddings": [[[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]],
+                                                     [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]]})
+    got = interest_count_fidelity(profiles, truth)
+    assert got["interests_spearman"] == pytest.approx(1.0)
+    assert got["interests_mean"] == pytest.approx(2.0)
+    assert got["interests_max_cosine"] == pytest.approx(0.8)
+    same = interest_count_fidelity(profiles.assign(interest_embeddings=[[[1.0, 0.0]]] * 3), truth)
+    assert np.isnan(same["interests_spearman"]) and same["interests_max_cosine"] == -1.0
