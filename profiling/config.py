@@ -213,9 +213,9 @@ class InferConfig(_Section):
         "Events kept per user and interest in user_interest_evidence (top N by the interest's evidence "
         "attention)."))
     merge_interests_cosine: float | None = Field(0.95, gt=0.0, le=1.0, description=(
-        "Interests whose vectors have at least this cosine are merged into one (weights summed) before the "
-        "profile tables are written, so a user has 1 to model.interests interests that differ; null keeps "
-        "all model.interests."))
+        "Interests whose vectors, or whose evidence attentions over the newest window, have at least this "
+        "cosine are merged into one (weights summed) before the profile tables are written, so a user has 1 to "
+        "model.interests interests that differ; null keeps all model.interests."))
 
 
 class ExplainConfig(_Section):

@@ -161,7 +161,8 @@ def explain_users(
         with torch.no_grad():
             out = {k: v[0].numpy() for k, v in model(collate([window])).items()}
         attention = merged_attention(out["interest_embeddings"], out["interest_weights"], out["evidence_attention"],
-                                     np.asarray(found[uid]["interest_embeddings"]))  # the interests infer kept
+                                     np.asarray(found[uid]["interest_embeddings"]),  # the interests infer kept
+                                     config.infer.merge_interests_cosine)
         shown = min(len(window["item"]), config.explain.recent_events)
         start = len(window["item"]) - shown
         recent[uid] = (window, attention, start)

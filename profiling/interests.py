@@ -2,12 +2,14 @@
 
 The multi-interest head always yields K vectors, and a user with one taste gets K copies of it
 (cosine ~1.00), each with a share of the weight: an explanation then lists the same interest K times.
-Before the profile tables are written, interests are merged by centroid linkage: while two of them
-have a cosine of at least ``infer.merge_interests_cosine``, the closest two become one, whose vector
-is their weight-weighted mean, whose weight is the sum and whose evidence attention is the
-weight-weighted mean of theirs. The profile embedding (the weighted mean of the interest vectors) and
+Two interests can also differ in vector (cosine 0.91, say) and still rest on the same events in the
+same proportions (evidence attention at cosine 0.997): an explanation then shows the same evidence
+twice. Before the profile tables are written, interests are merged by centroid linkage: while two of
+them have a cosine of at least ``infer.merge_interests_cosine`` between their vectors or between their
+evidence attentions, the closest two become one, whose vector is their weight-weighted mean, whose
+weight is the sum and whose evidence attention is the weight-weighted mean of theirs. The profile embedding (the weighted mean of the interest vectors) and
 the total weight are unchanged by construction, a user keeps between 1 and K interests, and no two
-kept interests are as close as the threshold.
+kept interests are as close as the threshold in either.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def merge_interests(vectors: np.ndarray, weights: np.ndarray, attention: np.ndar
     mass = list(weights)
     seen = list(attention * weights[:, None])  # attention mass, divided by the weight at the end
     while min_cosine is not None and len(groups) > 1:
-        unit = _unit(np.stack(mean))
-        cosine = unit @ unit.T
+        unit, shown = _unit(np.stack(mean)), _unit(np.stack(seen))
+        cosine = np.maximum(unit @ unit.T, shown @ shown.T)  # alike in vector or in evidence
         np.fill_diagonal(cosine, -np.inf)
         a, b = np.unravel_index(int(np.argmax(cosine)), cosine.shape)
         if cosine[a, b] < min_cosine:
@@ -61,10 +63,14 @@ def merge_interests(vectors: np.ndarray, weights: np.ndarray, attention: np.ndar
 
 
 def merged_attention(raw_vectors: np.ndarray, raw_weights: np.ndarray, raw_attention: np.ndarray,
-                     kept_vectors: np.ndarray) -> np.ndarray:
-    """Evidence attention for interests merged earlier (``kept_vectors``, as the profile table holds them),
-    from the encoder's raw output for the same window: each raw interest counts towards the kept interest
-    its vector is closest to, weighted as in :func:`merge_interests`."""
+                     kept_vectors: np.ndarray, min_cosine: float | None) -> np.ndarray:
+    """Evidence attention for the interests infer kept (``kept_vectors``, as the profile table holds them),
+    from the encoder's raw output for the same window: the same merge again. Should batch arithmetic
+    have moved a pair across the threshold (another count of interests), each raw interest counts towards
+    the kept interest its vector is closest to instead."""
+    again = merge_interests(raw_vectors, raw_weights, raw_attention, min_cosine)
+    if len(again.weights) == len(kept_vectors):
+        return again.attention
     owner = np.argmax(_unit(np.asarray(raw_vectors, dtype=np.float64))
                       @ _unit(np.asarray(kept_vectors, dtype=np.float64)).T, axis=1)
     out = np.zeros((len(kept_vectors), raw_attention.shape[1]))

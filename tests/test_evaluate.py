@@ -63,7 +63,7 @@ def test_fidelity_figures_are_reported_for_generated_data(evaluation):
     spearman = evaluation.fidelity["interests_spearman"]
     assert math.isnan(spearman) or -1 <= spearman <= 1  # NaN: every user kept as many interests
     assert 1 <= evaluation.fidelity["interests_mean"] <= 3  # the pipeline's model.interests
-    assert evaluation.fidelity["interests_max_cosine"] < 0.95  # the merge left no near-duplicate pair
+    assert evaluation.fidelity["interests_max_cosine"] <= 0.95  # the merge left no near-duplicate pair (4 decimals)
 
 
 def test_interest_fidelity_on_hand_made_weights():

@@ -26,6 +26,9 @@ def test_copies_of_one_interest_become_one_and_the_profile_is_unchanged():
     assert np.allclose(kept.vectors[0] * kept.weights[0], (vectors * weights[:, None]).sum(0))
     assert np.allclose(kept.attention[0], (attention * weights[:, None]).sum(0))
     assert kept.attention[0].sum() == pytest.approx(1.0)
+    # explain's merge of the raw output gives another count (here: none merged): each raw interest then
+    # counts towards the kept interest closest to it
+    assert np.allclose(merged_attention(vectors, weights, attention, kept.vectors, None), kept.attention)
 
 
 def test_different_interests_are_kept_in_order_and_none_keeps_every_one():
@@ -37,8 +40,18 @@ def test_different_interests_are_kept_in_order_and_none_keeps_every_one():
         assert kept.members == ((0,), (1,), (2,))
         assert np.allclose(kept.vectors, vectors) and np.allclose(kept.weights, weights)
     near = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])  # cosine 0.994 between the first two
-    assert merge_interests(near, np.full(3, 1 / 3), np.ones((3, 1)), None).members == ((0,), (1,), (2,))
-    assert merge_interests(near, np.full(3, 1 / 3), np.ones((3, 1)), 0.95).members == ((0, 1), (2,))
+    apart = np.eye(3)  # each on an event of its own
+    assert merge_interests(near, np.full(3, 1 / 3), apart, None).members == ((0,), (1,), (2,))
+    assert merge_interests(near, np.full(3, 1 / 3), apart, 0.95).members == ((0, 1), (2,))
+
+
+def test_interests_that_rest_on_the_same_events_are_one():
+    vectors = np.array([[1.0, 0.0], [0.5, 0.8]])  # cosine 0.53
+    attention = np.array([[0.6, 0.3, 0.1], [0.58, 0.32, 0.1]])  # the same evidence
+    kept = merge_interests(vectors, np.array([0.7, 0.3]), attention, 0.95)
+    assert kept.members == ((0, 1),)
+    elsewhere = np.array([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]])  # cosine 0.57
+    assert merge_interests(vectors, np.array([0.7, 0.3]), elsewhere, 0.95).members == ((0,), (1,))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -47,17 +60,19 @@ def test_no_two_kept_interests_are_as_close_as_the_threshold(seed):
     base = rng.normal(size=(2, 6))
     vectors = np.stack([base[k % 2] + rng.normal(scale=0.3, size=6) for k in range(8)])  # chains of near ones
     weights = rng.dirichlet(np.ones(8))
-    attention = _attention(rng, 8, 5)
+    attention = rng.dirichlet(np.full(12, 0.3), size=8)  # each on a few of 12 events
     kept = merge_interests(vectors, weights, attention, 0.9)
-    unit = kept.vectors / np.linalg.norm(kept.vectors, axis=1, keepdims=True)
-    cosine = unit @ unit.T
-    np.fill_diagonal(cosine, -1)
-    assert 1 <= len(kept.weights) <= 8 and cosine.max() < 0.9
+    for rows in (kept.vectors, kept.attention):
+        unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        cosine = unit @ unit.T
+        np.fill_diagonal(cosine, -1)
+        assert cosine.max() < 0.9
+    assert 1 <= len(kept.weights) <= 8
     assert sorted(k for group in kept.members for k in group) == list(range(8))
     assert kept.weights.sum() == pytest.approx(1.0)
     assert np.allclose((kept.vectors * kept.weights[:, None]).sum(0), (vectors * weights[:, None]).sum(0))
     # explain rebuilds the merged attention from the raw output and the kept vectors alone
-    assert np.allclose(merged_attention(vectors, weights, attention, kept.vectors), kept.attention)
+    assert np.allclose(merged_attention(vectors, weights, attention, kept.vectors, 0.9), kept.attention)
 
 
 def test_kept_interests_are_counted_against_the_planted_categories():
