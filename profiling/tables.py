@@ -187,16 +187,24 @@ def merge_log(
     the whole current state: ``input.full_state``) rows held since earlier dates that ``df`` lacks are
     ended, ``removed_on = snapshot_date``; only on the newest date, so a backfill ends nothing. A first
     ingest of a date that ends nothing is an insert-only MERGE, which Delta runs as one anti-join and an
-    append (the daily case).
+    append (the daily case); a log's first rows are appended as they are.
     """
     from delta.tables import DeltaTable
 
     contract = table(name)
+    new = not spark.catalog.tableExists(qualified(config, name))
     full = ensure_table(spark, config, name)  # refuses a log of the earlier layout
     added = {"snapshot_date": F.lit(snapshot_date)}
     if "removed_on" in contract.names:
         added["removed_on"] = F.lit(None).cast("date")
     source = conform(df.withColumns(added), name)
+    if new:  # nothing to match: the rows as they are, in one append
+        with commit_metadata(spark, run_id):
+            source.writeTo(full).append()
+        ensure_views(spark, config, name)
+        last = spark.sql(f"DESCRIBE HISTORY {full} LIMIT 1").first()
+        return LogMerge(TableVersion(full, int(last["version"])),
+                        int((last["operationMetrics"] or {}).get("numOutputRows", 0)), 0)
     day = f"DATE'{snapshot_date.isoformat()}'"
     same = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in contract.row_key)
     if "removed_on" in contract.names:  # a row ended by the date, or before it, is held no more
