@@ -1,10 +1,11 @@
-"""Airflow DAG ``profiling_daily``: ingest → sequences → [train when due] → infer → evaluate, every day;
-then, once a week, maintain (OPTIMIZE and VACUUM of every table).
+"""Airflow DAG ``profiling_daily``: ingest → sequences → infer → evaluate, every day, where sequences is
+the daily refresh (the users the day's changes reach), or, when a model is due, a full refresh followed
+by train (and infer then rescores everyone under the new model); then, once a week, maintain (OPTIMIZE
+and VACUUM of every table).
 
 Each stage is a ``spark-submit`` of its ``jobs/`` entry point (SparkSubmitOperator, connection
 ``profiling_spark``), for the snapshot date of the run's data interval (``{{ ds }}``). Training runs
-only when the registered encoder is older than ``max_model_age_days``; otherwise ``infer`` scores
-the day with the current model. This file imports Airflow only: profiling runs in its own
+only when the registered encoder is older than ``max_model_age_days``. This file imports Airflow only: profiling runs in its own
 environment (``params.python``), reached through spark-submit and one CLI call.
 
 Set-up: put ``jobs/`` in the DAGs folder (or link this file), create the Spark connection (type
@@ -22,7 +23,7 @@ import subprocess
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, Param
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ DELTA_CONF = {
 STAGE_TIMEOUTS = {  # execution_timeout per task; Airflow 3 has no SLAs, a timeout fails the try.
     "ingest": dt.timedelta(hours=2),
     "sequences": dt.timedelta(hours=2),
+    "full_refresh": dt.timedelta(hours=4),
     "train": dt.timedelta(hours=6),
     "infer": dt.timedelta(hours=2),
     "evaluate": dt.timedelta(hours=2),
@@ -63,6 +65,12 @@ def training_due(params: dict, **_) -> bool:
     return due
 
 
+def choose_refresh(params: dict, **_) -> str:
+    """The task that builds the day's sequences: ``full_refresh`` (every user, which training reads) when a
+    model is due, else ``sequences`` (the daily refresh)."""
+    return "full_refresh" if training_due(params) else "sequences"
+
+
 def maintenance_due(params: dict, logical_date: dt.datetime | None = None, **_) -> bool:
     """True (run ``maintain``: OPTIMIZE and VACUUM of every table) on the run of the week's maintenance day
     (a run without a logical date, such as a manual one, counts as today)."""
@@ -73,18 +81,19 @@ def maintenance_due(params: dict, logical_date: dt.datetime | None = None, **_) 
     return due
 
 
-def spark_stage(stage: str, **kwargs) -> SparkSubmitOperator:
+def spark_stage(stage: str, task_id: str | None = None, args: tuple[str, ...] = (), **kwargs) -> SparkSubmitOperator:
+    task_id = task_id or stage
     return SparkSubmitOperator(
-        task_id=stage,
+        task_id=task_id,
         application=str(REPO / "jobs" / f"{stage}.py"),
         application_args=["--config", "{{ params.config }}",
-                          *(["--snapshot-date", "{{ ds }}"] if stage != "maintain" else [])],
+                          *(["--snapshot-date", "{{ ds }}"] if stage != "maintain" else []), *args],
         conn_id="profiling_spark",
-        name=f"profiling-{stage}-{{{{ ds }}}}",
+        name=f"profiling-{task_id}-{{{{ ds }}}}",
         packages=DELTA_PACKAGE,
         conf={**DELTA_CONF, "spark.pyspark.python": "{{ params.python }}",
               "spark.driver.memory": "{{ params.driver_memory }}"},
-        execution_timeout=STAGE_TIMEOUTS[stage],
+        execution_timeout=STAGE_TIMEOUTS[task_id],
         **kwargs,
     )
 
@@ -120,15 +129,15 @@ with DAG(
     tags=["profiling"],
 ) as dag:
     ingest = spark_stage("ingest")
-    sequences = spark_stage("sequences")
-    check_model_age = ShortCircuitOperator(
+    check_model_age = BranchPythonOperator(
         task_id="check_model_age",
-        python_callable=training_due,
-        # Skip only train: infer still runs, with the current model.
-        ignore_downstream_trigger_rules=False,
+        python_callable=choose_refresh,
         execution_timeout=dt.timedelta(minutes=15),
     )
+    sequences = spark_stage("sequences")
+    full_refresh = spark_stage("sequences", task_id="full_refresh", args=("--full-refresh",))
     train = spark_stage("train")
+    # One of sequences and train runs (the other branch is skipped): infer scores after either.
     infer = spark_stage("infer", trigger_rule="none_failed_min_one_success")
     evaluate = spark_stage("evaluate")
     check_maintenance_day = ShortCircuitOperator(
@@ -138,5 +147,6 @@ with DAG(
     )
     maintain = spark_stage("maintain")
 
-    ingest >> sequences >> check_model_age >> train >> infer >> evaluate >> check_maintenance_day >> maintain
-    sequences >> infer
+    ingest >> check_model_age >> [sequences, full_refresh]
+    full_refresh >> train >> infer
+    sequences >> infer >> evaluate >> check_maintenance_day >> maintain

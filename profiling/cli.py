@@ -39,6 +39,8 @@ WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Folder for tables, cat
 DateOpt = Annotated[Optional[str], typer.Option("--snapshot-date", help="YYYY-MM-DD (default: today, UTC)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.epochs=5")]
 InputOpt = Annotated[Optional[Path], typer.Option("--input", help="Folder with behaviour/preference/social/items logs")]
+FullRefreshOpt = Annotated[bool, typer.Option("--full-refresh", help=(
+    "Rebuild every user, not only those the changes since the last run reached"))]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help=(
     "Show what Spark, Ivy, Hive and the workers print on the console instead of in <workdir>/logs"))]
 
@@ -162,14 +164,15 @@ def ingest(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: 
 
 @app.command()
 def sequences(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
-              set_: SetOpt = None, verbose: VerboseOpt = False) -> None:
-    """Build one time-ordered multidimensional event sequence per user."""
+              set_: SetOpt = None, full_refresh: FullRefreshOpt = False, verbose: VerboseOpt = False) -> None:
+    """Build one time-ordered multidimensional event sequence per user: those changes reached since the
+    last refresh, or everyone."""
 
     cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
     from profiling.pipeline import run_sequences
-    result = run_sequences(_session(cfg, verbose, "sequences"), cfg, date)
-    typer.echo(json.dumps({"users": result.users}))
+    result = run_sequences(_session(cfg, verbose, "sequences"), cfg, date, full_refresh)
+    typer.echo(json.dumps({"users": result.users, "full_refresh": result.full, "users_ended": result.ended}))
 
 
 @app.command()
@@ -192,8 +195,9 @@ def train(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
 def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
           set_: SetOpt = None,
           model_version: Annotated[Optional[str], typer.Option(help="Registered version (default: @current)")] = None,
-          verbose: VerboseOpt = False) -> None:
-    """Score every user and write the profile tables."""
+          full_refresh: FullRefreshOpt = False, verbose: VerboseOpt = False) -> None:
+    """Score the users whose sequences were rebuilt since the last run (everyone under a new model version)
+    and write the profile tables."""
     from profiling.infer import check_scoring_device
     from profiling.tracking import registered_version
 
@@ -202,8 +206,9 @@ def infer(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: D
     check_scoring_device(cfg)
     version = registered_version(cfg, model_version)
     from profiling.pipeline import run_infer
-    result = run_infer(_session(cfg, verbose, "infer"), cfg, date, version)
-    typer.echo(json.dumps({"users": result.users, "model_version": result.model_version}))
+    result = run_infer(_session(cfg, verbose, "infer"), cfg, date, version, full_refresh)
+    typer.echo(json.dumps({"users": result.users, "model_version": result.model_version,
+                           "full_refresh": result.full}))
 
 
 @app.command()

@@ -28,7 +28,10 @@ from profiling.exceptions import ConfigError
 from profiling.interests import merge_interests
 from profiling.model.inputs import FIRST_KEY
 from profiling.model.vocabulary import Translation, Vocabulary
-from profiling.tables import TableVersion, read_snapshot, write_snapshot
+from profiling.exceptions import MissingStageOutput
+from profiling.refresh import REFRESHES, end_users
+from profiling.schemas import table
+from profiling.tables import TableVersion, current_version, missing_table, qualified, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class InferResult:
     model_version: str
     unseen_items: int = 0  # items of the snapshot the model never saw (scored as unknown)
     unseen_share: float = 0.0  # their share of the snapshot's item events
+    full: bool = True  # everyone scored, or the users whose sequences were rebuilt since the last run
     read: list[TableVersion] = field(default_factory=list)
     written: list[TableVersion] = field(default_factory=list)
 
@@ -258,16 +262,75 @@ def score_sequences(config: ProfilingConfig, sequences: DataFrame, snapshot_voca
                          config.infer.merge_interests_cosine, config.infer.use_gpu), SCORED_SCHEMA), translation
 
 
+PROFILE_TABLES = ("user_profile_embeddings", "user_interest_weights", "user_interest_evidence")
+
+
+@dataclass(frozen=True)
+class Rescoring:
+    """Which sequences an infer run scores: everyone's (``full``) or those rebuilt since the last run."""
+
+    full: bool
+    reason: str
+    since: dt.date | None = None  # the infer run this one continues
+
+
+def plan_rescoring(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, model_version: str,
+                   full_refresh: bool = False) -> Rescoring:
+    """Everyone under a new model version, on the first run, on a date before the newest run, or when
+    asked; otherwise the users whose sequences were rebuilt after the last run's date."""
+    table_name = qualified(config, "user_profile_embeddings")
+    if full_refresh:
+        return Rescoring(True, "--full-refresh")
+    if not spark.catalog.tableExists(table_name):
+        return Rescoring(True, "no earlier profiles")
+    dates = {r["snapshot_date"]: r["model_version"] for r in spark.table(table_name)
+             .groupBy("snapshot_date").agg(F.max("model_version").alias("model_version")).collect()}
+    before = [d for d in dates if d < snapshot_date]
+    if not before:
+        return Rescoring(True, "no earlier profiles")
+    newest, since = max(dates), max(before)
+    if newest > snapshot_date:
+        return Rescoring(True, f"a date before the newest profiles ({newest})")
+    if dates[since] != model_version:
+        return Rescoring(True, f"model version {model_version}, the profiles of {since} are of {dates[since]}")
+    return Rescoring(False, f"sequences rebuilt since {since}", since)
+
+
+def _sequences_to_score(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
+                        rescoring: Rescoring) -> tuple[DataFrame, TableVersion]:
+    """The snapshot's sequences, all of them or those of partitions after ``rescoring.since``."""
+    full = qualified(config, "user_sequences")
+    if not spark.catalog.tableExists(full):
+        raise missing_table(config, "user_sequences")
+    version = current_version(spark, full)
+    refreshes = qualified(config, REFRESHES)
+    refreshed = spark.catalog.tableExists(refreshes) and not spark.table(refreshes).where(
+        F.col("snapshot_date") == F.lit(snapshot_date)).isEmpty()
+    if not refreshed and spark.sql(f"SELECT 1 FROM {full} VERSION AS OF {version} "
+                                   f"WHERE snapshot_date = DATE'{snapshot_date}'").isEmpty():
+        raise MissingStageOutput(f"{full} holds no refresh of {snapshot_date}: run the sequences stage for that "
+                                 "date first")
+    source = f"{full} VERSION AS OF {version}"
+    if not rescoring.full:
+        source = f"(SELECT * FROM {source} WHERE snapshot_date > DATE'{rescoring.since}')"
+    rows = spark.sql(table("user_sequences").snapshot_sql(source, f"DATE'{snapshot_date}'"))
+    return rows, TableVersion(full, version)
+
+
 def infer_profiles(
     spark: SparkSession,
     config: ProfilingConfig,
     snapshot_date: dt.date,
     model_version: str,
     run_id: str,
+    full_refresh: bool = False,
 ) -> InferResult:
-    """Write ``user_profile_embeddings``, ``user_interest_weights`` and ``user_interest_evidence``."""
+    """Write ``user_profile_embeddings``, ``user_interest_weights`` and ``user_interest_evidence``: for the
+    users whose sequences were rebuilt since the last infer run, or for everyone (:func:`plan_rescoring`).
+    Users whose sequences ended (gone from every log) have their profiles ended too."""
     check_scoring_device(config)
-    sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
+    rescoring = plan_rescoring(spark, config, snapshot_date, model_version, full_refresh)
+    sequences, seq_version = _sequences_to_score(spark, config, snapshot_date, rescoring)
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     model_uri = f"models:/{config.mlflow.registered_model}/{model_version}"
     model = tracking.load_encoder(config, model_version)
@@ -276,28 +339,40 @@ def infer_profiles(
                                           f"{config.tracking_uri} {model_uri}")
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     stamp = F.current_timestamp()
+    ends = F.lit(None).cast("date").alias("removed_on")
     embeddings = scored.select(
         "user_id", "embedding", "interest_embeddings", "interest_weights",
         F.lit(model_version).alias("model_version"), F.lit(run_id).alias("mlflow_run_id"),
-        stamp.alias("computed_at"),
+        stamp.alias("computed_at"), ends,
     )
     v_emb = write_snapshot(spark, config, "user_profile_embeddings", embeddings, snapshot_date, run_id)
     weights = scored.select("user_id", F.explode("dimension_weights").alias("w")).select(
-        "user_id", "w.dimension", "w.key", "w.weight", "w.rank", F.lit(model_version).alias("model_version")
+        "user_id", "w.dimension", "w.key", "w.weight", "w.rank", F.lit(model_version).alias("model_version"), ends
     )
     v_w = write_snapshot(spark, config, "user_interest_weights", weights, snapshot_date, run_id)
     v_ev = write_snapshot(spark, config, "user_interest_evidence",
-                          _evidence_rows(scored, model.vocabulary).withColumn("model_version", F.lit(model_version)),
+                          _evidence_rows(scored, model.vocabulary).withColumns(
+                              {"model_version": F.lit(model_version), "removed_on": ends}),
                           snapshot_date, run_id)
     users = scored.count()
     scored.unpersist()
     packed.destroy()
-    log.info("scored %d users with %s", users, model_uri)
+    # Sequences ended up to this date end the profiles of earlier partitions too (a no-op once done).
+    ended = spark.sql(f"SELECT DISTINCT user_id, removed_on FROM {seq_version.name} VERSION AS OF "
+                      f"{seq_version.version} WHERE removed_on <= DATE'{snapshot_date}'").persist()
+    written = [v_emb, v_w, v_ev]
+    if not ended.isEmpty():
+        for i, name in enumerate(PROFILE_TABLES):
+            end_users(spark, config, name, ended, run_id)
+            written[i] = TableVersion(written[i].name, current_version(spark, written[i].name))
+    ended.unpersist()
+    log.info("scored %d users with %s (%s: %s)", users, model_uri, "everyone" if rescoring.full else "daily",
+             rescoring.reason)
     if translation.unseen_items:
         log.info("infer: %d items of %s (%.2f %% of its item events) are unknown to model version %s and scored "
                  "as unknown", translation.unseen_items, snapshot_date, 100 * translation.unseen_share, model_version)
     return InferResult(users, model_version, translation.unseen_items, translation.unseen_share,
-                       read=[seq_version, vocab_version], written=[v_emb, v_w, v_ev])
+                       full=rescoring.full, read=[seq_version, vocab_version], written=written)
 
 
 def _evidence_rows(scored: DataFrame, vocabulary: Vocabulary) -> DataFrame:

@@ -43,11 +43,12 @@ def run_ingest(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.d
     return result
 
 
-def run_sequences(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> SequencesResult:
+def run_sequences(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
+                  full_refresh: bool = False) -> SequencesResult:
     with progress.step("sequences"), tracking.stage_run(config, "sequences", snapshot_date) as run_id:
-        result = build_user_sequences(spark, config, snapshot_date, run_id)
+        result = build_user_sequences(spark, config, snapshot_date, run_id, full_refresh)
         tracking.record_tables(read=result.read, written=result.written)
-        tracking.log_metrics({"users": result.users})
+        tracking.log_metrics({"users": result.users, "full_refresh": int(result.full), "users_ended": result.ended})
     return result
 
 
@@ -65,16 +66,18 @@ def run_train(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.da
 
 
 def run_infer(
-    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, model_version: str | None = None
+    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, model_version: str | None = None,
+    full_refresh: bool = False,
 ) -> InferResult:
     from profiling.explain import log_run_explanations
     from profiling.infer import infer_profiles
 
     version = tracking.registered_version(config, model_version)
     with progress.step("infer"), tracking.stage_run(config, "infer", snapshot_date) as run_id:
-        result = infer_profiles(spark, config, snapshot_date, version, run_id)
+        result = infer_profiles(spark, config, snapshot_date, version, run_id, full_refresh)
         tracking.record_tables(read=result.read, written=result.written)
-        tracking.log_metrics({"users_scored": result.users, "unseen_items": result.unseen_items,
+        tracking.log_metrics({"users_scored": result.users, "full_refresh": int(result.full),
+                              "unseen_items": result.unseen_items,
                               "unseen_share": result.unseen_share})
         with progress.step(f"infer: explaining {config.explain.sample_users} sample users in the MLflow run"):
             log_run_explanations(spark, config, snapshot_date)
@@ -126,10 +129,11 @@ class PipelineResult:
 
 
 def run_pipeline(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> PipelineResult:
-    """ingest -> sequences -> train -> infer, under one parent MLflow run."""
+    """ingest -> sequences -> train -> infer, under one parent MLflow run (training reads a full refresh of
+    the sequences; infer then rescores everyone under the new model)."""
     with tracking.pipeline_run(config, snapshot_date) as run_id:
         ingest = run_ingest(spark, config, snapshot_date)
-        sequences = run_sequences(spark, config, snapshot_date)
+        sequences = run_sequences(spark, config, snapshot_date, full_refresh=True)
         train = run_train(spark, config, snapshot_date)
         infer = run_infer(spark, config, snapshot_date, train.model_version)
         tracking.log_metrics({"users_profiled": infer.users})

@@ -86,6 +86,8 @@ class TableContract:
     properties: tuple[tuple[str, str], ...] = ()  # Delta table properties (TBLPROPERTIES)
     row_key: tuple[str, ...] = ()  # a log's columns that make two rows the same row (profiling.tables.merge_log)
     newest_per: tuple[str, ...] = ()  # a log whose snapshot holds the newest row of each of these keys only
+    # A table refreshed per key (user): snapshot D holds, per key, the rows of its newest partition <= D.
+    newest_partition_per: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -96,6 +98,11 @@ class TableContract:
         """Each row stored once, in the partition of the snapshot that first ingested it (not one copy per
         snapshot)."""
         return bool(self.row_key)
+
+    @property
+    def is_refreshed(self) -> bool:
+        """Partition D holds the keys (users) the run of D rebuilt, not all of them (profiling.refresh)."""
+        return bool(self.newest_partition_per)
 
     @property
     def struct(self) -> T.StructType:
@@ -112,18 +119,25 @@ class TableContract:
     def snapshot_sql(self, source: str, date: str | None) -> str:
         """The SELECT of this table's snapshot ``date`` (a SQL date expression; None: the newest) from
         ``source`` (the table, or one version of it). A snapshot table's is its partition; a log's, the rows
-        first ingested up to it that it still holds, and only the newest per ``newest_per`` key."""
-        if not self.is_log:
+        first ingested up to it that it still holds, and only the newest per ``newest_per`` key; a
+        refreshed table's, per ``newest_partition_per`` key the rows of its newest partition up to it,
+        unless ``removed_on`` ended them by then."""
+        if not self.is_log and not self.is_refreshed:
             newest = f"(SELECT max(snapshot_date) FROM {source})"
             return f"SELECT * FROM {source} WHERE snapshot_date = {date or newest}"
-        held = [f"snapshot_date <= {date}"] if date else []
+        columns = ", ".join(f"`{c}`" for c in self.names)
+        held = f"(removed_on IS NULL OR removed_on > {date})" if date else "removed_on IS NULL"
+        rows = f"SELECT * FROM {source}" + (f" WHERE snapshot_date <= {date}" if date else "")
+        if self.is_refreshed:  # the key's newest partition first, then whether it still holds
+            keys = ", ".join(self.newest_partition_per)
+            return (f"SELECT {columns} FROM (SELECT *, max(snapshot_date) OVER (PARTITION BY {keys}) AS _newest "
+                    f"FROM ({rows})) WHERE snapshot_date = _newest AND {held}")
         if "removed_on" in self.names:
-            held.append(f"(removed_on IS NULL OR removed_on > {date})" if date else "removed_on IS NULL")
-        rows = f"SELECT * FROM {source}" + (f" WHERE {' AND '.join(held)}" if held else "")
+            rows += (" AND " if date else " WHERE ") + held
         if not self.newest_per:
             return rows
         order = ", ".join(["snapshot_date DESC", *(c for c in self.row_key if c not in self.newest_per)])
-        return (f"SELECT {', '.join(f'`{c}`' for c in self.names)} FROM (SELECT *, row_number() OVER (PARTITION BY "
+        return (f"SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY "
                 f"{', '.join(self.newest_per)} ORDER BY {order}) AS _newest FROM ({rows})) WHERE _newest = 1")
 
     def properties_sql(self) -> str:
@@ -169,6 +183,7 @@ def table_contracts() -> dict[str, TableContract]:
             properties=tuple(sorted({k: str(v) for k, v in {**shared, **spec.get("properties", {})}.items()}.items())),
             row_key=tuple(spec.get("row_key", [])),
             newest_per=tuple(spec.get("newest_per", [])),
+            newest_partition_per=tuple(spec.get("newest_partition_per", [])),
         )
         for name, spec in raw.items()
     }

@@ -27,7 +27,8 @@ from pyspark.sql import functions as F
 from profiling.config import ProfilingConfig
 from profiling.ingest import complete_ingest_id
 from profiling.model.inputs import GAP_BUCKETS, PAD, UNKNOWN, VALUE_BUCKETS
-from profiling.tables import TableVersion, read_snapshot, write_snapshot
+from profiling.refresh import LOGS, REFRESHES, end_absent, plan_refresh
+from profiling.tables import TableVersion, current_version, read_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ MIN_BEHAVIOUR_EVENTS = 3
 
 @dataclass
 class SequencesResult:
-    users: int
+    users: int  # rebuilt: written to the date's partition
+    full: bool = True  # every user rebuilt, or those changes reached (profiling.refresh)
+    ended: int = 0  # users in no log any more, their earlier rows ended
     read: list[TableVersion] = field(default_factory=list)
     written: list[TableVersion] = field(default_factory=list)
 
@@ -64,15 +67,10 @@ def value_bucket(value: F.Column) -> F.Column:
     )
 
 
-def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> tuple[DataFrame, DataFrame, list]:
-    """All events of all users in one frame, plus the set of users, plus the versions read."""
-    behaviour, v_b = read_snapshot(spark, config, "behaviour_events", snapshot_date)
-    preference, v_p = read_snapshot(spark, config, "preference_events", snapshot_date)
-    social, v_s = read_snapshot(spark, config, "social_edges", snapshot_date)
-    items, v_i = read_snapshot(spark, config, "items", snapshot_date)
-
+def _behaviour_events(behaviour: DataFrame, items: DataFrame) -> DataFrame:
+    """Behaviour rows as events: the row's category, else its item's."""
     item_category = items.select("item_id", F.col("category").alias("item_category")).dropDuplicates(["item_id"])
-    behaviour_events = (
+    return (
         behaviour.join(item_category, "item_id", "left")
         .select(
             "user_id",
@@ -87,6 +85,33 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
             "event_order",
         )
     )
+
+
+def lent_items(behaviour_events: DataFrame, m: int) -> DataFrame:
+    """(user_id, item_id, category, first_ts) of the items each user lends the circles they are in: their
+    ``m`` most frequent (at least one), ties by item id."""
+    per_item = behaviour_events.groupBy("user_id", "item_id").agg(
+        F.count("*").alias("n"), F.min("category").alias("category"), F.min("ts").alias("first_ts"),
+    )
+    return per_item.withColumn(
+        "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("n"), "item_id"))
+    ).where(F.col("r") <= max(m, 1)).select("user_id", "item_id", "category", "first_ts")
+
+
+def _events(config: ProfilingConfig, logs: dict[str, DataFrame], only: DataFrame | None = None
+            ) -> tuple[DataFrame, DataFrame]:
+    """All events of all users in one frame, plus the set of users; of the users ``only`` holds (ids) if
+    given: their rows, their edges and their neighbours' behaviour (for their circle)."""
+    behaviour, preference, social, items = (logs[n] for n in LOGS)
+    if only is not None:
+        ids = only.select("user_id")
+        social = social.join(ids, "user_id", "left_semi").unionByName(
+            social.join(ids.withColumnRenamed("user_id", "other_user_id"), "other_user_id", "left_semi")).distinct()
+        circle_ids = ids.union(social.select("user_id")).union(social.select(F.col("other_user_id").alias("user_id")))
+        behaviour = behaviour.join(circle_ids.distinct(), "user_id", "left_semi")
+        preference = preference.join(ids, "user_id", "left_semi")
+
+    behaviour_events = _behaviour_events(behaviour, items)
     category_dims = [d.lower() for d in config.sequences.category_dimensions]
     preference_events = preference.select(
         "user_id",
@@ -106,24 +131,19 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
     # Only items a neighbour had before the user's last behaviour event count, so the
     # circle never reveals what the user did last (the test target) from the future.
     m = config.sequences.social_context_items
+    # Ties (two relations to one neighbour, two categories of one item) go to the smallest, so the
+    # sequence is the same whichever order the rows come in (a daily refresh equals a full one).
     neighbours = social.select("user_id", F.col("other_user_id").alias("neighbour"), "relation").unionByName(
         social.select(F.col("other_user_id").alias("user_id"), F.col("user_id").alias("neighbour"), "relation")
-    ).dropDuplicates(["user_id", "neighbour"])
-    per_item = behaviour_events.groupBy("user_id", "item_id").agg(
-        F.count("*").alias("n"), F.first("category", ignorenulls=True).alias("category"),
-        F.min("ts").alias("first_ts"),
-    )
+    ).groupBy("user_id", "neighbour").agg(F.min("relation").alias("relation"))
     cutoff = behaviour.groupBy("user_id").agg(F.max("ts").alias("cutoff"))
-    top_own = per_item.withColumn(
-        "r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("n"), "item_id"))
-    ).where(F.col("r") <= max(m, 1))
     circle = (
-        neighbours.join(top_own.withColumnRenamed("user_id", "neighbour"), "neighbour")
+        neighbours.join(lent_items(behaviour_events, m).withColumnRenamed("user_id", "neighbour"), "neighbour")
         .join(cutoff, "user_id", "left")
         .where(F.col("cutoff").isNull() | (F.col("first_ts") < F.col("cutoff")))
         .groupBy("user_id", "item_id")
-        .agg(F.count("*").alias("friends"), F.first("category", ignorenulls=True).alias("category"),
-             F.first("relation").alias("relation"))
+        .agg(F.count("*").alias("friends"), F.min("category").alias("category"),
+             F.min("relation").alias("relation"))
     )
     social_events = (
         circle.withColumn("r", F.row_number().over(
@@ -152,18 +172,24 @@ def _events(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
         .union(social.select(F.col("other_user_id").alias("user_id")))
         .distinct()
     )
-    return events, users, [v_b, v_p, v_s, v_i]
+    if only is not None:  # the neighbours' rows served their circles only
+        events, users = events.join(ids, "user_id", "left_semi"), users.join(ids, "user_id", "left_semi")
+    return events, users
 
 
-def build_vocabularies(events: DataFrame) -> DataFrame:
-    """(dimension, key, idx, count): 0 is padding, 1 unknown/none, then by frequency, ties by key."""
+def _key_counts(events: DataFrame) -> DataFrame:
+    """(dimension, key, count) of the events' tokens."""
     long = events.select(
         F.explode(F.array(*[
             F.struct(F.lit(d).alias("dimension"), F.col(d).cast("string").alias("key")) for d in DIMENSIONS
         ])).alias("t")
     ).select("t.*").where(F.col("key").isNotNull())
-    counted = long.groupBy("dimension", "key").agg(F.count("*").alias("count"))
-    ranked = counted.withColumn(
+    return long.groupBy("dimension", "key").agg(F.count("*").alias("count"))
+
+
+def build_vocabularies(events: DataFrame) -> DataFrame:
+    """(dimension, key, idx, count): 0 is padding, 1 unknown/none, then by frequency, ties by key."""
+    ranked = _key_counts(events).withColumn(
         "idx", (F.row_number().over(Window.partitionBy("dimension").orderBy(F.desc("count"), "key")) + 1).cast("int")
     )
     specials = events.sparkSession.createDataFrame(
@@ -171,6 +197,19 @@ def build_vocabularies(events: DataFrame) -> DataFrame:
         "dimension string, key string, idx int, count bigint",
     )
     return ranked.select("dimension", "key", "idx", "count").unionByName(specials)
+
+
+def extend_vocabularies(previous: DataFrame, events: DataFrame) -> DataFrame:
+    """``previous`` (a daily refresh's: the vocabulary of the refresh it continues) with the events' new
+    keys appended after its indices, by frequency, ties by key: every index it gave keeps its key, so
+    the sequences of earlier partitions still read through the new vocabulary."""
+    new = _key_counts(events).join(previous.select("dimension", "key"), ["dimension", "key"], "left_anti")
+    last = previous.groupBy("dimension").agg(F.max("idx").alias("last"))
+    appended = new.join(last, "dimension", "left").withColumn("idx", (
+        F.coalesce("last", F.lit(UNKNOWN))
+        + F.row_number().over(Window.partitionBy("dimension").orderBy(F.desc("count"), "key"))).cast("int"))
+    return previous.select("dimension", "key", "idx", "count").unionByName(
+        appended.select("dimension", "key", "idx", "count"))
 
 
 def _index(events: DataFrame, vocab: DataFrame) -> DataFrame:
@@ -227,23 +266,49 @@ def assemble_sequences(indexed: DataFrame, users: DataFrame, max_len: int, behav
 
 
 def build_user_sequences(
-    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
+    spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None,
+    full_refresh: bool = False,
 ) -> SequencesResult:
-    """Write ``vocabularies`` and ``user_sequences`` for ``snapshot_date`` (from a whole ingest run only)."""
+    """Write ``vocabularies`` and ``user_sequences`` for ``snapshot_date`` (from a whole ingest run only):
+    the users changes reached since the last refresh, or everyone (profiling.refresh)."""
     complete_ingest_id(spark, config, snapshot_date)
-    events, users, read = _events(spark, config, snapshot_date)
+    logs, read = {}, {}
+    for name in LOGS:
+        logs[name], read[name] = read_snapshot(spark, config, name, snapshot_date)
+    m = config.sequences.social_context_items
+    refresh = plan_refresh(spark, config, snapshot_date, read, logs,
+                           lambda rows: lent_items(_behaviour_events(rows, logs["items"]), m), full_refresh)
+    events, users = _events(config, logs, refresh.users)
     events = events.persist()
-    vocab = build_vocabularies(events).persist()
+    if refresh.full:
+        vocab = build_vocabularies(events)
+    else:
+        previous, _ = read_snapshot(spark, config, "vocabularies", refresh.since)
+        vocab = extend_vocabularies(previous, events)
+    vocab = vocab.persist()
     v_vocab = write_snapshot(spark, config, "vocabularies", vocab, snapshot_date, run_id)
     behaviour_idx = vocab.where((F.col("dimension") == "source") & (F.col("key") == "behaviour")).select("idx").first()
     sequences = assemble_sequences(
         _index(events, vocab), users, config.sequences.max_len, behaviour_idx["idx"] if behaviour_idx else -1
-    ).repartition(max(config.spark.shuffle_partitions, config.train.num_processes * 2), "user_id")
+    ).withColumn("removed_on", F.lit(None).cast("date")).repartition(
+        max(config.spark.shuffle_partitions, config.train.num_processes * 2), "user_id")
     v_seq = write_snapshot(spark, config, "user_sequences", sequences, snapshot_date, run_id)
-    users_written = spark.sql(
-        f"SELECT count(*) AS n FROM {v_seq.name} VERSION AS OF {v_seq.version} WHERE snapshot_date = '{snapshot_date}'"
-    ).first()["n"]
+    written = spark.sql(f"SELECT user_id FROM {v_seq.name} VERSION AS OF {v_seq.version} "
+                        f"WHERE snapshot_date = '{snapshot_date}'")
+    users_written = written.count()
+    ended = end_absent(spark, config, "user_sequences", written, snapshot_date, refresh.users, run_id)
+    if ended:
+        v_seq = TableVersion(v_seq.name, current_version(spark, v_seq.name))
     events.unpersist()
     vocab.unpersist()
-    log.info("user_sequences: %d users for %s", users_written, snapshot_date)
-    return SequencesResult(users=users_written, read=read, written=[v_vocab, v_seq])
+    if refresh.users is not None:
+        refresh.users.unpersist()
+    record = spark.createDataFrame(
+        [(refresh.full, refresh.reason, {n: v.version for n, v in read.items()}, users_written, ended)],
+        "full boolean, reason string, log_versions map<string,bigint>, users bigint, ended bigint",
+    ).withColumn("refreshed_at", F.current_timestamp())
+    v_refresh = write_snapshot(spark, config, REFRESHES, record, snapshot_date, run_id)
+    log.info("user_sequences: %d users rebuilt for %s (%s refresh: %s)", users_written, snapshot_date,
+             "full" if refresh.full else "daily", refresh.reason)
+    return SequencesResult(users=users_written, full=refresh.full, ended=ended, read=list(read.values()),
+                           written=[v_vocab, v_seq, v_refresh])

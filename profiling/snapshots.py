@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pa_fs
 from deltalake import DeltaTable
@@ -81,8 +82,8 @@ class DeltaSnapshotReader:
         return self._paths[name]
 
     def _snapshot(self, name: str, snapshot_date: dt.date) -> ds.Dataset:
-        """The table's files of that snapshot only (of a log: up to it; partition pruning), as a pyarrow
-        dataset."""
+        """The table's files of that snapshot only (of a log or a refreshed table: up to it; partition
+        pruning), as a pyarrow dataset."""
         table = self._table(name)
         if table is None:
             raise missing_table(self.config, name)
@@ -91,7 +92,7 @@ class DeltaSnapshotReader:
         # it then cannot take the GIL, and the process aborts ("terminate called without an active
         # exception") after its work is done.
         files = pa_fs.SubTreeFileSystem(self._path(name), pa_fs.LocalFileSystem())
-        up_to = "<=" if contract(name).is_log else "="
+        up_to = "<=" if contract(name).is_log or contract(name).is_refreshed else "="
         return table.to_pyarrow_dataset(filesystem=files,
                                         file_pruning_predicate=[("snapshot_date", up_to, snapshot_date.isoformat())])
 
@@ -103,10 +104,13 @@ class DeltaSnapshotReader:
     def rows(self, name: str, snapshot_date: dt.date, columns: list[str], where: Where) -> pa.Table:
         met = _any_of(where, lambda column, values: ds.field(column).isin(list(values)), ds.scalar(False))
         log = contract(name)
-        if not log.is_log:
+        if not log.is_log and not log.is_refreshed:
             return self._snapshot(name, snapshot_date).to_table(columns=columns, filter=met)
+        if log.is_refreshed:  # each user's newest partition, then whether it still holds
+            found = self._snapshot(name, snapshot_date).to_table(filter=met)
+            return _newest_partition(found, found, log.newest_partition_per, snapshot_date).select(columns)
         if "removed_on" in log.names:  # what the snapshot still held (TableContract.snapshot_sql)
-            met = met & (ds.field("removed_on").is_null() | (ds.field("removed_on") > pa.scalar(snapshot_date)))
+            met = met & _held(snapshot_date)
         found = self._snapshot(name, snapshot_date).to_table(filter=met)
         if log.newest_per:  # the newest row of each key, ties in Spark's order (nulls first): few rows, here
             def order(row: dict) -> tuple:
@@ -119,7 +123,36 @@ class DeltaSnapshotReader:
         return found.select(columns)
 
     def batches(self, name: str, snapshot_date: dt.date, columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
-        return self._snapshot(name, snapshot_date).to_batches(columns=columns, batch_size=size)
+        snapshot = self._snapshot(name, snapshot_date)
+        keys = contract(name).newest_partition_per
+        if not keys:
+            yield from snapshot.to_batches(columns=columns, batch_size=size)
+            return
+        # A refreshed table: which partition is each user's newest (a few columns of every row), then the rows.
+        index = snapshot.to_table(columns=[*keys, "snapshot_date", "removed_on"])
+        for batch in snapshot.to_batches(columns=sorted({*columns, *keys, "snapshot_date"}), batch_size=size):
+            kept = _newest_partition(pa.Table.from_batches([batch]), index, keys, snapshot_date)
+            yield from kept.select(columns).to_batches()
+
+
+def _held(snapshot_date: dt.date) -> ds.Expression:
+    """Rows the snapshot still holds: not ended (``removed_on``) by its date."""
+    return ds.field("removed_on").is_null() | (ds.field("removed_on") > pa.scalar(snapshot_date))
+
+
+def _newest_partition(rows: pa.Table, index: pa.Table, keys: Sequence[str], snapshot_date: dt.date) -> pa.Table:
+    """``rows`` of the newest partition of their key in ``index`` (rows with ``keys``, ``snapshot_date`` and
+    ``removed_on``), unless ended by ``snapshot_date`` (TableContract.snapshot_sql of a refreshed table)."""
+    newest = index.group_by(list(keys)).aggregate([("snapshot_date", "max")])
+    # Arrow joins carry no list columns: join the keys and row numbers, then take the rows.
+    slim = rows.select([*keys, "snapshot_date"]).append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
+    joined = slim.join(newest, list(keys))
+    kept = joined.filter(pc.equal(joined["snapshot_date"], joined["snapshot_date_max"]))
+    ended = index.filter(~_held(snapshot_date)).select([*keys, "snapshot_date"])
+    if ended.num_rows:  # the newest row of a key was ended: the key is gone from the snapshot
+        kept = kept.join(ended, [*keys, "snapshot_date"], join_type="left anti")
+    order = kept["_row"]
+    return rows.take(pc.take(order, pc.sort_indices(order)))  # in the rows' own order
 
 
 class SparkSnapshotReader:

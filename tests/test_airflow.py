@@ -5,9 +5,9 @@ pyspark-client overlaps pyspark's files); ``make test`` builds .venv-airflow fro
 constraints-airflow.txt. The DAG is parsed by Airflow's DagBag, then run for one day with
 ``airflow dags test`` against a local Spark connection, reading the folder of its date
 (``input.dir: .../{date}``): with no model registered, the day trains.
-Whether a day trains is the DAG's ``check_model_age`` callable, asked before and after that day:
-the day after, the fresh model is kept (``infer``'s trigger rule, checked on the parsed DAG, runs it
-after a skipped ``train``). One day, not two: a second ``dags test`` costs four more spark-submits
+Whether a day trains is the DAG's ``check_model_age`` branch, asked before and after that day: the
+first day takes the full refresh and trains, the day after the daily refresh, and the fresh model is
+kept (``infer``'s trigger rule, checked on the parsed DAG, runs it after the skipped branch). One day, not two: a second ``dags test`` costs four more spark-submits
 (about 250 CPU s) to exercise Airflow's own short-circuit semantics.
 """
 
@@ -69,7 +69,7 @@ print(json.dumps({
     "retries": {t.task_id: t.retries for t in dag.tasks},
     "backoff": all(t.retry_exponential_backoff for t in dag.tasks),
     "timeouts": {t.task_id: t.execution_timeout is not None for t in dag.tasks},
-    "args": dag.task_dict["train"].application_args,
+    "args": {t: dag.task_dict[t].application_args for t in ("train", "sequences", "full_refresh")},
     "max_active_runs": dag.max_active_runs,
     "maintenance_days": [str(day.date()) for day in (datetime(2026, 11, 2) + timedelta(days=n) for n in range(14))
                          if dag.task_dict["check_maintenance_day"].python_callable(dag.params.dump(), day)],
@@ -81,17 +81,19 @@ print(json.dumps({
     dag = json.loads(out.stdout.strip().splitlines()[-1])
     assert dag["errors"] == {}
     assert dag["edges"] == {
-        "ingest": ["sequences"], "sequences": ["check_model_age", "infer"], "check_model_age": ["train"],
-        "train": ["infer"], "infer": ["evaluate"], "evaluate": ["check_maintenance_day"],
-        "check_maintenance_day": ["maintain"], "maintain": [],
+        "ingest": ["check_model_age"], "check_model_age": ["full_refresh", "sequences"],
+        "full_refresh": ["train"], "sequences": ["infer"], "train": ["infer"], "infer": ["evaluate"],
+        "evaluate": ["check_maintenance_day"], "check_maintenance_day": ["maintain"], "maintain": [],
     }
-    stages = ["ingest", "sequences", "train", "infer", "evaluate", "maintain"]
+    stages = ["ingest", "sequences", "full_refresh", "train", "infer", "evaluate", "maintain"]
     assert all(dag["kinds"][s] == "SparkSubmitOperator" for s in stages)
-    assert dag["kinds"]["check_model_age"] == dag["kinds"]["check_maintenance_day"] == "ShortCircuitOperator"
+    assert dag["kinds"]["check_model_age"] == "BranchPythonOperator"
+    assert dag["kinds"]["check_maintenance_day"] == "ShortCircuitOperator"
+    assert dag["args"]["full_refresh"][-1] == "--full-refresh" and "--full-refresh" not in dag["args"]["sequences"]
     assert dag["maintenance_days"] == ["2026-11-08", "2026-11-15"]  # Sundays, by default
     assert dag["trigger_rules"]["infer"] == "none_failed_min_one_success"
     assert all(n >= 1 for n in dag["retries"].values()) and dag["backoff"] and all(dag["timeouts"].values())
-    assert "{{ ds }}" in dag["args"]
+    assert "{{ ds }}" in dag["args"]["train"]
     assert dag["max_active_runs"] == 1
 
 
@@ -150,8 +152,9 @@ def first_day(airflow_env, tmp_path_factory) -> dict:
 def test_the_first_day_runs_every_stage_and_writes_that_snapshot(first_day):
     assert first_day["states_before"] == {}
     states = first_day["states"]
-    assert states[FIRST] == {**{t: "success" for t in ("ingest", "sequences", "check_model_age", "train", "infer",
-                                                        "evaluate", "check_maintenance_day")},
+    assert states[FIRST] == {**{t: "success" for t in ("ingest", "check_model_age", "full_refresh", "train",
+                                                        "infer", "evaluate", "check_maintenance_day")},
+                             "sequences": "skipped",  # training day: the full refresh instead
                              "maintain": "skipped"}  # a Monday
     tables = first_day["config"].parent / "work"
     frames = {name: table_frame(tables, name) for name in ("user_profile_embeddings", "user_interest_weights",
@@ -163,5 +166,5 @@ def test_the_first_day_runs_every_stage_and_writes_that_snapshot(first_day):
 
 
 def test_training_is_due_without_a_model_and_not_the_day_after_one_was_trained(first_day):
-    assert first_day["due_before"] is True
-    assert first_day["due_after"] is False  # the next run skips train; infer scores with version 1
+    assert first_day["due_before"] == "full_refresh"
+    assert first_day["due_after"] == "sequences"  # the next run refreshes daily, skips train; infer keeps version 1

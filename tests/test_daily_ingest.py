@@ -1,9 +1,12 @@
-"""Daily ingest: the logs keep each row once, whichever form a day's input takes.
+"""Daily operation: the logs keep each row once, whichever form a day's input takes, and the daily
+refresh of sequences and profiles equals a full rebuild.
 
 One workdir through three days, on generated logs split by time: day 1 brings the first logs; day 2
 only its new rows (the "new rows" form); day 3 a cumulative dump of everything so far, with preference
-and social given as full state (``input.full_state``) in which one preference was withdrawn and one
-edge removed. Day 3 is then ingested again.
+and social given as full state (``input.full_state``) in which one preference was withdrawn, one edge
+removed, and the one preference of a user with nothing else withdrawn (the user leaves every log).
+Each day runs ingest, sequences and infer (the session's encoder); day 3 is then ingested again, and
+its sequences and profiles rebuilt in full to compare.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import datetime as dt
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,8 +69,9 @@ def _day_config(config, folder: Path, full_state: list[str]):
 
 
 @pytest.fixture(scope="module")
-def days(spark, config, tmp_path_factory):
+def days(spark, config, pipeline, tmp_path_factory):
     from profiling.generate import generate_logs
+    from profiling.infer import infer_profiles
     from profiling.ingest import ingest_logs
     from profiling.sequences import build_user_sequences
     from profiling.tables import current_version
@@ -84,14 +89,15 @@ def days(spark, config, tmp_path_factory):
     withdrawn = preference[once].assign(n=lambda f: f["user_id"].map(events).fillna(0)).sort_values(
         ["n", "user_id"]).drop(columns="n").iloc[0]
     removed = social[social["user_id"].duplicated(keep=False)].iloc[0]
+    leaver = pd.DataFrame([{**withdrawn.to_dict(), "user_id": "u-leaver"}])  # in no log but this row
     items = every["items"]
     retitled = items.assign(title=lambda f: f["title"].where(f.index != 0, "A new title"))  # day 3: one item
     new_preference = pd.DataFrame([{**withdrawn.to_dict(), "key": "newly-declared"}])
     new_edge = pd.DataFrame([{**removed.to_dict(), "other_user_id": "u-newcomer"}])
     empty = {s: every[s].head(0) for s in ("preference", "social")}
     inputs = [
-        _write(root / "day1", {"behaviour": behaviour.iloc[:first], "preference": preference, "social": social,
-                               "items": items}),
+        _write(root / "day1", {"behaviour": behaviour.iloc[:first], "preference": pd.concat([preference, leaver]),
+                               "social": social, "items": items}),
         _write(root / "day2", {"behaviour": behaviour.iloc[first:second], **empty}),  # its new rows only
         _write(root / "day3", {  # everything so far, preference and social as the state of the day
             "behaviour": behaviour,
@@ -101,15 +107,53 @@ def days(spark, config, tmp_path_factory):
     ]
     full_state = [[], [], ["preference", "social"]]
     out = SimpleNamespace(every=every, behaviour=behaviour, cuts=(first, second), withdrawn=withdrawn,
-                          removed=removed, retitled=items.iloc[0], ingests=[])
+                          removed=removed, retitled=items.iloc[0], ingests=[], sequences=[], infers=[])
+    model = pipeline.train.model_version
     for day, folder, state in zip(DAYS, inputs, full_state):
-        out.ingests.append(ingest_logs(spark, _day_config(config, folder, state), day))
-    cfg = _day_config(config, inputs[2], full_state[2])
+        cfg = _day_config(config, folder, state)
+        out.ingests.append(ingest_logs(spark, cfg, day))
+        out.sequences.append(build_user_sequences(spark, cfg, day))
+        out.infers.append(infer_profiles(spark, cfg, day, model, "daily-test"))
     out.before_rerun = {n: (_rows(spark, n), current_version(spark, f"{DATABASE}.{n}")) for n in LOGS.values()}
     out.rerun = ingest_logs(spark, cfg, DAYS[2])
     out.after_rerun = {n: (_rows(spark, n), current_version(spark, f"{DATABASE}.{n}")) for n in LOGS.values()}
-    build_user_sequences(spark, cfg, DAYS[2])  # read by the withdrawn-preference test
+    # The daily refreshes' snapshot of day 3, then a full rebuild of it (which replaces that partition).
+    out.daily = {"sequences": _decoded_sequences(spark, DAYS[2]), "profiles": _profiles(spark, DAYS[2]),
+                 "day2": _decoded_sequences(spark, DAYS[1]), "weights": _weights(spark, DAYS[2])}
+    out.full_sequences = build_user_sequences(spark, cfg, DAYS[2], full_refresh=True)
+    out.full_infer = infer_profiles(spark, cfg, DAYS[2], model, "daily-test", full_refresh=True)
+    out.full = {"sequences": _decoded_sequences(spark, DAYS[2]), "profiles": _profiles(spark, DAYS[2]),
+                "weights": _weights(spark, DAYS[2])}
     return out
+
+
+def _snapshot(spark, name: str, day: dt.date):
+    return spark.sql(table(name).snapshot_sql(f"{DATABASE}.{name}", f"DATE'{day}'"))
+
+
+def _decoded_sequences(spark, day: dt.date) -> dict[str, tuple]:
+    """Each user's sequence of snapshot ``day`` with its indices turned back into keys (a daily refresh
+    appends to the vocabulary where a full one ranks it anew, so the indices may differ)."""
+    vocab = {(r["dimension"], r["idx"]): r["key"] for r in spark.table(f"{DATABASE}.vocabularies").where(
+        f"snapshot_date = DATE'{day}'").collect()}
+    keyed = ("item", "category", "event_type", "source", "attribute")
+    out = {}
+    for row in _snapshot(spark, "user_sequences", day).collect():
+        decoded = {d: tuple(vocab[(d, i)] for i in row[d]) for d in keyed}
+        rest = {c: (tuple(row[c]) if isinstance(row[c], list) else row[c]) for c in
+                ("gap_bucket", "value_bucket", "ts", "length", "n_behaviour", "valid_pos", "test_pos")}
+        out[row["user_id"]] = (decoded, rest)
+    return out
+
+
+def _profiles(spark, day: dt.date) -> dict[str, tuple]:
+    return {r["user_id"]: (np.asarray(r["embedding"]), np.asarray(r["interest_weights"]), r["snapshot_date"])
+            for r in _snapshot(spark, "user_profile_embeddings", day).collect()}
+
+
+def _weights(spark, day: dt.date) -> dict[tuple, float]:
+    return {(r["user_id"], r["dimension"], r["key"]): r["weight"]
+            for r in _snapshot(spark, "user_interest_weights", day).collect()}
 
 
 def test_row_keys_are_the_input_columns_the_duplicate_rule_compares():
@@ -146,7 +190,7 @@ def test_a_full_state_log_ends_what_it_no_longer_holds_and_earlier_snapshots_kee
     assert holds("social_edges", DAYS[2], {**edge, "other_user_id": "u-newcomer"})
     assert holds("preference_events", DAYS[2], {**pref, "key": "newly-declared"})
     report = days.ingests[2].report.logs
-    assert (report["preference"].removed, report["social"].removed) == (1, 1)
+    assert (report["preference"].removed, report["social"].removed) == (2, 1)  # the withdrawn and the leaver's
     assert report["behaviour"].removed == 0
     # The day-2 log held its new rows only and was no full state: it ended nothing.
     assert days.ingests[1].report.logs["social"].removed == 0
@@ -157,15 +201,40 @@ def test_a_full_state_log_ends_what_it_no_longer_holds_and_earlier_snapshots_kee
     assert latest.count() == len(_rows(spark, "social_edges", DAYS[2]))
 
 
-def test_the_withdrawn_preference_leaves_the_users_sequence_and_the_new_one_enters_it(days, spark):
+def test_the_withdrawn_preference_leaves_the_users_sequence_and_the_new_one_enters_it(days):
     withdrawn = days.withdrawn
-    vocab = {r["idx"]: r["key"] for r in spark.table(f"{DATABASE}.vocabularies").where(
-        f"snapshot_date = DATE'{DAYS[2]}' AND dimension = 'attribute'").collect()}
-    [row] = spark.table(f"{DATABASE}.user_sequences").where(
-        f"snapshot_date = DATE'{DAYS[2]}' AND user_id = '{withdrawn['user_id']}'").collect()
-    attributes = {vocab[i] for i in row["attribute"]}
-    assert f"{withdrawn['dimension']}=newly-declared" in attributes
-    assert f"{withdrawn['dimension']}={withdrawn['key']}" not in attributes
+    decoded, _ = days.daily["sequences"][withdrawn["user_id"]]
+    assert f"{withdrawn['dimension']}=newly-declared" in decoded["attribute"]
+    assert f"{withdrawn['dimension']}={withdrawn['key']}" not in decoded["attribute"]
+
+
+def test_daily_refreshes_leave_the_sequences_and_profiles_a_full_rebuild_makes(days):
+    daily, full = days.daily, days.full
+    assert daily["sequences"] == full["sequences"]
+    assert set(daily["profiles"]) == set(full["profiles"]) == set(full["sequences"])
+    for user, (embedding, weights, _) in full["profiles"].items():
+        np.testing.assert_allclose(daily["profiles"][user][0], embedding, atol=1e-5, err_msg=user)
+        np.testing.assert_allclose(daily["profiles"][user][1], weights, atol=1e-5, err_msg=user)
+    assert daily["weights"].keys() == full["weights"].keys()
+    assert all(abs(daily["weights"][k] - w) < 1e-5 for k, w in full["weights"].items())
+
+
+def test_a_daily_refresh_rebuilds_only_the_users_changes_reached(days):
+    first, day2, day3 = days.sequences
+    assert first.full and not day2.full and not day3.full
+    everyone = len(days.full["sequences"])
+    assert 0 < day2.users < everyone and day3.users < everyone
+    assert days.full_sequences.full and days.full_sequences.users == everyone
+    assert [r.full for r in days.infers] == [True, False, False] and days.infers[1].users == day2.users
+    # Users the day-3 refresh did not reach keep the rows (profiles too) of an earlier day.
+    kept = {u for u, (_, _, date) in days.daily["profiles"].items() if date < DAYS[2]}
+    assert kept and len(kept) == everyone - day3.users
+
+
+def test_a_user_gone_from_every_log_leaves_the_snapshot_from_that_day_and_earlier_ones_keep_them(days):
+    assert "u-leaver" in days.daily["day2"]
+    assert "u-leaver" not in days.daily["sequences"] and "u-leaver" not in days.daily["profiles"]
+    assert days.sequences[2].ended == 1 and days.full_sequences.ended == 0  # ended once, by the daily refresh
 
 
 def test_rerunning_a_day_adds_nothing_in_at_most_one_commit_per_log(days):

@@ -31,7 +31,8 @@ from profiling.exceptions import ConfigError, MissingStageOutput, NotEnoughData,
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
 from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
 from profiling.model.vocabulary import KEYED, Vocabulary
-from profiling.tables import TableVersion, read_snapshot
+from profiling.refresh import REFRESHES
+from profiling.tables import TableVersion, current_version, missing_table, qualified, read_snapshot
 from profiling.train.data import read_rows, plan_shards
 from profiling.train.loop import TrainingJob, train_worker
 
@@ -98,12 +99,31 @@ def training_fingerprint(
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def full_refresh_of(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
+                    ) -> tuple[DataFrame, TableVersion]:
+    """Partition ``snapshot_date`` of ``user_sequences``, pinned, once it is known to hold every user (a full
+    refresh): the feed reads its parquet files as they are."""
+    full = qualified(config, "user_sequences")
+    if not spark.catalog.tableExists(full):
+        raise missing_table(config, "user_sequences")
+    refreshes = qualified(config, REFRESHES)
+    refresh = spark.table(refreshes).where(F.col("snapshot_date") == F.lit(snapshot_date)).first() \
+        if spark.catalog.tableExists(refreshes) else None
+    if refresh is not None and not refresh["full"]:
+        raise MissingStageOutput(
+            f"{full} holds the users the daily refresh of {snapshot_date} rebuilt, not all of them: training "
+            f"reads a full refresh, run `profiling sequences --full-refresh --snapshot-date {snapshot_date}` first")
+    version = current_version(spark, full)
+    return (spark.sql(f"SELECT * FROM {full} VERSION AS OF {version} WHERE snapshot_date = DATE'{snapshot_date}'"),
+            TableVersion(full, version))
+
+
 def train_encoder(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None
 ) -> TrainResult:
     """Train on ``user_sequences`` of ``snapshot_date`` and register the best epoch's model."""
     launch = distributor_args(config.train)  # a GPU setting that cannot work fails before any reading
-    sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
+    sequences, seq_version = full_refresh_of(spark, config, snapshot_date)
     files = tuple(sorted(sequences.inputFiles()))
     if not files:
         raise MissingStageOutput(f"user_sequences has no rows for {snapshot_date}: run the sequences stage first")
