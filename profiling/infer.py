@@ -357,9 +357,10 @@ def infer_profiles(
     users = scored.count()
     scored.unpersist()
     packed.destroy()
-    # Sequences ended up to this date end the profiles of earlier partitions too (a no-op once done).
+    # Sequences ended since the last run (by any date, when rescoring everyone) end the profiles too.
+    newly = f" AND removed_on > DATE'{rescoring.since}'" if rescoring.since else ""
     ended = spark.sql(f"SELECT DISTINCT user_id, removed_on FROM {seq_version.name} VERSION AS OF "
-                      f"{seq_version.version} WHERE removed_on <= DATE'{snapshot_date}'").persist()
+                      f"{seq_version.version} WHERE removed_on <= DATE'{snapshot_date}'{newly}").persist()
     written = [v_emb, v_w, v_ev]
     if not ended.isEmpty():
         for i, name in enumerate(PROFILE_TABLES):

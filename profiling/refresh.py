@@ -164,10 +164,10 @@ def end_users(spark: SparkSession, config: ProfilingConfig, name: str, ended: Da
     count = ended.count()
     if count:
         with commit_metadata(spark, run_id):
-            (DeltaTable.forName(spark, qualified(config, name)).alias("t")
-             .merge(ended.alias("s"), "t.user_id = s.user_id")
-             .whenMatchedUpdate("t.removed_on IS NULL AND t.snapshot_date < s.removed_on",
-                                {"removed_on": "s.removed_on"})
-             .execute())
-        log.info("%s: ended the rows of %d users no log holds any more", name, count)
+            done = (DeltaTable.forName(spark, qualified(config, name)).alias("t")
+                    .merge(ended.alias("s"), "t.user_id = s.user_id")
+                    .whenMatchedUpdate("t.removed_on IS NULL AND t.snapshot_date < s.removed_on",
+                                       {"removed_on": "s.removed_on"})
+                    .execute().first())
+        log.info("%s: %d rows of %d users no log holds any more ended", name, done["num_updated_rows"], count)
     return count

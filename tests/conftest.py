@@ -69,7 +69,7 @@ def pytest_itemcollected(item):
 
 # The longest groups first (their measured time, not their test count, decides): a worker that takes
 # Airflow last would leave the others idle at the end. `make test` keeps this order (--no-loadscope-reorder).
-LONGEST_FIRST = ("session", "cli", "test_airflow", "cluster", "speed")
+LONGEST_FIRST = ("session", "cli", "test_airflow", "daily", "cluster", "speed")
 
 
 def pytest_collection_modifyitems(items):

@@ -5,8 +5,8 @@ One workdir through three days, on generated logs split by time: day 1 brings th
 only its new rows (the "new rows" form); day 3 a cumulative dump of everything so far, with preference
 and social given as full state (``input.full_state``) in which one preference was withdrawn, one edge
 removed, and the one preference of a user with nothing else withdrawn (the user leaves every log).
-Each day runs ingest, sequences and infer (the session's encoder); day 3 is then ingested again, and
-its sequences and profiles rebuilt in full to compare.
+Each day runs ingest, sequences and infer (with an encoder trained on day 1's full refresh); day 3 is
+then ingested again, and its sequences and profiles rebuilt in full to compare.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 from profiling.schemas import input_contracts, table
 
-pytestmark = pytest.mark.xdist_group("session")
+pytestmark = pytest.mark.xdist_group("daily")  # beside the session group: it trains its own model
 
 DATABASE = "daily"
 DAYS = [dt.date(2026, 11, 10), dt.date(2026, 11, 11), dt.date(2026, 11, 12)]
@@ -69,12 +69,14 @@ def _day_config(config, folder: Path, full_state: list[str]):
 
 
 @pytest.fixture(scope="module")
-def days(spark, config, pipeline, tmp_path_factory):
+def days(spark, config, tmp_path_factory):
+    from profiling import tracking
     from profiling.generate import generate_logs
     from profiling.infer import infer_profiles
     from profiling.ingest import ingest_logs
     from profiling.sequences import build_user_sequences
     from profiling.tables import current_version
+    from profiling.train.launch import train_encoder
 
     root = tmp_path_factory.mktemp("daily")
     generate_logs(root / "all", users=40, seed=5, events_per_user=(6, 14))
@@ -108,11 +110,16 @@ def days(spark, config, pipeline, tmp_path_factory):
     full_state = [[], [], ["preference", "social"]]
     out = SimpleNamespace(every=every, behaviour=behaviour, cuts=(first, second), withdrawn=withdrawn,
                           removed=removed, retitled=items.iloc[0], ingests=[], sequences=[], infers=[])
-    model = pipeline.train.model_version
+    model = None
     for day, folder, state in zip(DAYS, inputs, full_state):
         cfg = _day_config(config, folder, state)
         out.ingests.append(ingest_logs(spark, cfg, day))
         out.sequences.append(build_user_sequences(spark, cfg, day))
+        if model is None:  # day 1, a full refresh: what training reads
+            small = cfg.model_copy(update={"train": cfg.train.model_copy(update={"min_behaviour_events": 100,
+                                                                                  "epochs": 1})})
+            with tracking.stage_run(small, "train", day) as run_id:
+                model = train_encoder(spark, small, day, run_id).model_version
         out.infers.append(infer_profiles(spark, cfg, day, model, "daily-test"))
     out.before_rerun = {n: (_rows(spark, n), current_version(spark, f"{DATABASE}.{n}")) for n in LOGS.values()}
     out.rerun = ingest_logs(spark, cfg, DAYS[2])
