@@ -4,8 +4,9 @@ Day 1 ingests about N behaviour events (generated as ``benchmarks.speed`` does),
 trains one epoch (once, on the first run; the later runs score with that model) and scores every
 user. Day 2 brings 1 % more events, the newest fifth of the events of 5 % of the users, as a folder of
 the day's new rows, and runs ingest, sequences and infer with the same model. It prints per stage the
-median day-2 wall against day 1's, the users sequences rebuilt and infer scored, the bytes each table grew by per day,
-and how many users whose logs did not change kept identical profile embeddings (within 1e-5).
+median day-2 wall against day 1's, the users sequences rebuilt and infer scored, the bytes each table
+grew by per day, and how many users whose logs did not change kept identical profile embeddings
+(within 1e-5).
 Figures, not assertions.
 """
 

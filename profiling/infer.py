@@ -24,11 +24,10 @@ from pyspark.sql import functions as F
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
-from profiling.exceptions import ConfigError
+from profiling.exceptions import ConfigError, MissingStageOutput
 from profiling.interests import merge_interests
 from profiling.model.inputs import FIRST_KEY
 from profiling.model.vocabulary import Translation, Vocabulary
-from profiling.exceptions import MissingStageOutput
 from profiling.refresh import REFRESHES, end_users
 from profiling.schemas import table
 from profiling.tables import TableVersion, current_version, missing_table, qualified, read_snapshot, write_snapshot
