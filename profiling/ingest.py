@@ -38,7 +38,7 @@ from profiling.ids import normalised
 from profiling.privacy import USER_COLUMNS, id_key, pseudonymise
 from profiling.quality import EVENT_TYPES_SHOWN, TOP_VALUES, LogQuality, QualityReport
 from profiling.schemas import InputColumn, InputContract, input_contracts
-from profiling.tables import TableVersion, merge_log, qualified, read_snapshot, write_snapshot
+from profiling.tables import TableVersion, merge_log, missing_table, qualified, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -531,8 +531,13 @@ def complete_ingest_id(spark: SparkSession, config: ProfilingConfig, snapshot_da
     date or an earlier one, from a run ``ingest_runs`` does not record as that date's complete one (an
     ingest killed between its commits).
     """
-    runs, _ = read_snapshot(spark, config, "ingest_runs", snapshot_date)
-    recorded = runs.select("ingest_id", "status", "gate_message").distinct().collect()
+    name = qualified(config, "ingest_runs")
+    if not spark.catalog.tableExists(name):
+        raise missing_table(config, "ingest_runs")
+    up_to = F.col("snapshot_date") <= F.lit(snapshot_date)
+    runs = spark.table(name).where(up_to).select("snapshot_date", "ingest_id", "status", "gate_message") \
+        .distinct().collect()  # a few rows per date, read once
+    recorded = [r for r in runs if r["snapshot_date"] == snapshot_date]
     if not recorded:
         raise MissingStageOutput(f"no ingest of {snapshot_date} in {qualified(config, 'ingest_runs')}: "
                                  "run the ingest stage for that date first")
@@ -541,9 +546,7 @@ def complete_ingest_id(spark: SparkSession, config: ProfilingConfig, snapshot_da
         why = next((r["gate_message"] for r in recorded if r["gate_message"]), "")
         raise DataQualityError(f"the last ingest of {snapshot_date} stopped at a data-quality gate ({why}); "
                                "fix the input (or the gate) and rerun ingest for that date")
-    up_to = F.col("snapshot_date") <= F.lit(snapshot_date)
-    complete = {r["snapshot_date"]: r["ingest_id"] for r in spark.table(qualified(config, "ingest_runs"))
-                .where(up_to & (F.col("status") == "complete")).select("snapshot_date", "ingest_id").collect()}
+    complete = {r["snapshot_date"]: r["ingest_id"] for r in runs if r["status"] == "complete"}
     # One query over the four logs: on small snapshots each Spark job costs more than its rows.
     held = functools.reduce(DataFrame.unionByName, [
         spark.table(qualified(config, name)).where(up_to).select(F.lit(name).alias("table"), "snapshot_date",

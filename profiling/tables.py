@@ -159,6 +159,12 @@ def _not_before_newest(spark: SparkSession, full_name: str, snapshot_date: dt.da
     return newest is None or newest <= snapshot_date
 
 
+def _committed(spark: SparkSession, config: ProfilingConfig, name: str):
+    """After a write to log ``name``: its views, and its newest commit (version and operation metrics)."""
+    ensure_views(spark, config, name)
+    return spark.sql(f"DESCRIBE HISTORY {qualified(config, name)} LIMIT 1").first()
+
+
 @dataclass(frozen=True)
 class LogMerge:
     """What one :func:`merge_log` changed."""
@@ -201,8 +207,7 @@ def merge_log(
     if new:  # nothing to match: the rows as they are, in one append
         with commit_metadata(spark, run_id):
             source.writeTo(full).append()
-        ensure_views(spark, config, name)
-        last = spark.sql(f"DESCRIBE HISTORY {full} LIMIT 1").first()
+        last = _committed(spark, config, name)
         return LogMerge(TableVersion(full, int(last["version"])),
                         int((last["operationMetrics"] or {}).get("numOutputRows", 0)), 0)
     day = f"DATE'{snapshot_date.isoformat()}'"
@@ -223,8 +228,7 @@ def merge_log(
                                                    {"removed_on": day})
     with commit_metadata(spark, run_id):
         done = merge.execute().first()  # what it changed; a MERGE that changes nothing commits nothing
-    ensure_views(spark, config, name)
-    last = spark.sql(f"DESCRIBE HISTORY {full} LIMIT 1").first()
+    last = _committed(spark, config, name)
     removed = 0
     if ends and done["num_updated_rows"]:  # ended rows, told from the rerun's re-stamped ones
         removed = int(last["operationMetrics"].get("numTargetRowsNotMatchedBySourceUpdated", 0))
