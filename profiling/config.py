@@ -218,6 +218,13 @@ class InferConfig(_Section):
         "model.interests interests that differ; null keeps all model.interests."))
 
 
+class ProfileConfig(_Section):
+    half_life_days: float | None = Field(30.0, gt=0.0, description=(
+        "Half-life of an event's contribution to the interest weights and to the category, event type and source "
+        "weights: it counts 2^(-age / half_life_days), age measured to the end of the snapshot day; an event "
+        "without a time counts as the user's newest dated event. null: every event counts alike."))
+
+
 class ExplainConfig(_Section):
     sample_users: int = Field(3, ge=0, le=100, description=(
         "Users whose explain figure is logged to every infer run in MLflow (picked by a hash of the id)."))
@@ -269,6 +276,8 @@ class ProfilingConfig(_Section):
         "The train stage: TorchDistributor, early stopping on validation NDCG, checkpoints."))
     infer: InferConfig = Field(default_factory=InferConfig, description=(
         "The infer stage: every user scored in a distributed pass."))
+    profile: ProfileConfig = Field(default_factory=ProfileConfig, description=(
+        "What the profile tables say: how an event's age weighs on the user's weights."))
     explain: ExplainConfig = Field(default_factory=ExplainConfig, description=(
         "Explanations: `profiling explain` and the figures every infer run logs."))
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Pseudonymous user ids.")

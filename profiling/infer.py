@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
+from profiling.decay import decay_factors
 from profiling.exceptions import ConfigError, MissingStageOutput
 from profiling.interests import merge_interests
 from profiling.model.inputs import FIRST_KEY
@@ -198,9 +199,10 @@ def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int
 
 
 def score_partitions(model_key: str, packed, translation, names: dict[str, dict[int, str]], batch_size: int,
-                     evidence_events: int, merge_cosine: float | None, use_gpu: bool = False):
+                     evidence_events: int, merge_cosine: float | None, half_life_days: float | None,
+                     use_gpu: bool = False):
     """The function ``mapInPandas`` runs: sequences in (the snapshot's indices, turned into the model's by the
-    broadcast ``translation``), profiles out."""
+    broadcast ``translation``), profiles out, each event's weight decayed by its age (``profiling.decay``)."""
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import torch
@@ -215,8 +217,9 @@ def score_partitions(model_key: str, packed, translation, names: dict[str, dict[
             for start in range(0, len(frame), batch_size):
                 part = frame.iloc[start:start + batch_size]
                 rows = [to_model.apply(r) for r in part.to_dict("records")]
-                chunks = [(i, first, w) for i, r in enumerate(rows) for first, w in
-                          profile_chunks(r, window, behaviour_idx)]
+                decay = [decay_factors(r["ts"][:int(r["length"])], half_life_days) for r in rows]
+                chunks = [(i, first, {**w, "decay": decay[i][first:first + len(w["item"])]})
+                          for i, r in enumerate(rows) for first, w in profile_chunks(r, window, behaviour_idx)]
                 with torch.no_grad():
                     batch = {k: v.to(device) for k, v in collate([w for _, _, w in chunks]).items()}
                     out = {k: v.float().cpu().numpy() for k, v in model(batch).items()}
@@ -227,6 +230,7 @@ def score_partitions(model_key: str, packed, translation, names: dict[str, dict[
                     n = len(w["item"])
                     # Each window's importance sums to 1; weight it by its share of the history.
                     importance[i][first:first + n] = out["event_importance"][j][:n] * n / max(len(importance[i]), 1)
+                importance = [share * d for share, d in zip(importance, decay)]
                 pick = [newest[i] for i in range(len(rows))]
                 interests = [merge_interests(out["interest_embeddings"][j], out["interest_weights"][j],
                                              out["evidence_attention"][j], merge_cosine) for j in pick]
@@ -258,7 +262,8 @@ def score_sequences(config: ProfilingConfig, sequences: DataFrame, snapshot_voca
     return sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
                             "value_bucket", "ts").mapInPandas(
         score_partitions(model_key, packed, shipped, names, config.infer.batch_size, config.infer.evidence_events,
-                         config.infer.merge_interests_cosine, config.infer.use_gpu), SCORED_SCHEMA), translation
+                         config.infer.merge_interests_cosine, config.profile.half_life_days, config.infer.use_gpu),
+        SCORED_SCHEMA), translation
 
 
 PROFILE_TABLES = ("user_profile_embeddings", "user_interest_weights", "user_interest_evidence")

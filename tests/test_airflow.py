@@ -2,13 +2,18 @@
 
 Airflow 3.3 and its Spark provider live apart from profiling's environment (the provider's
 pyspark-client overlaps pyspark's files); ``make test`` builds .venv-airflow from
-constraints-airflow.txt. The DAG is parsed by Airflow's DagBag, then run for one day with
-``airflow dags test`` against a local Spark connection, reading the folder of its date
-(``input.dir: .../{date}``): with no model registered, the day trains.
-Whether a day trains is the DAG's ``check_model_age`` branch, asked before and after that day: the
-first day takes the full refresh and trains, the day after the daily refresh, and the fresh model is
-kept (``infer``'s trigger rule, checked on the parsed DAG, runs it after the skipped branch). One day, not two: a second ``dags test`` costs four more spark-submits
-(about 250 CPU s) to exercise Airflow's own short-circuit semantics.
+constraints-airflow.txt. The DAG is parsed by Airflow's DagBag, then run with ``airflow dags test``
+for three days against a local Spark connection, each reading the folder of its date
+(``input.dir: .../{date}``, preference and social given as full state):
+
+- day 1: generated logs, no model registered: the full refresh, and the day trains;
+- day 2: new rows only: two new users, two new items and changed frequencies, training skipped (the
+  daily refresh, the model of day 1 scoring items it never saw as unknown);
+- day 3: a user gone from every log (their one preference withdrawn): their profile ends.
+
+Whether a day trains is the DAG's ``check_model_age`` branch: each day's task states show its choice, and
+the branch's callable is asked once more after day 3.
+Each later day costs four spark-submits (ingest, sequences, infer, evaluate).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from commands import profiling, table_frame
@@ -27,7 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
 BIN = Path(sys.executable).parent
 USERS = 60
-FIRST = "2026-11-02"
+FIRST, SECOND, THIRD = "2026-11-02", "2026-11-03", "2026-11-04"
+LEAVER = "u-leaver"  # day 1: one preference and nothing else; day 3: in no log
+NEW_USERS, NEW_ITEMS = ("u-new-a", "u-new-b"), ("i-new-1", "i-new-2")
+DAILY_STATES = {**{t: "success" for t in ("ingest", "check_model_age", "sequences", "infer", "evaluate",
+                                          "check_maintenance_day")},
+                "full_refresh": "skipped", "train": "skipped", "maintain": "skipped"}
 
 pytestmark = pytest.mark.jvm
 
@@ -128,43 +139,119 @@ print(json.dumps({{
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _read(folder: Path) -> dict[str, pd.DataFrame]:
+    return {log: pd.read_csv(folder / f"{log}.csv.gz", dtype=str, keep_default_na=False)
+            for log in ("behaviour", "preference", "social", "items")}
+
+
+def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> None:
+    folder.mkdir(parents=True)
+    for log, frame in frames.items():
+        frame.to_csv(folder / f"{log}.csv.gz", index=False, compression="gzip")
+
+
+def _later_days(logs: Path) -> dict[str, str]:
+    """Days 2 and 3 from day 1's folder; returns the user whose frequencies day 2 changes."""
+    day1 = _read(logs / FIRST)
+    behaviour, preference, social, items = (day1[log] for log in ("behaviour", "preference", "social", "items"))
+    start = int(behaviour["ts"].astype(int).max()) + 3600
+    # Two new users, each the history of an existing one moved to day 2, one of their items a new one.
+    donors = behaviour["user_id"].value_counts().index[:2]
+    arrivals = []
+    for new_user, new_item, donor in zip(NEW_USERS, NEW_ITEMS, donors):
+        rows = behaviour[behaviour["user_id"] == donor].head(8).assign(user_id=new_user)
+        rows = rows.assign(ts=[str(start + i) for i in range(len(rows))])
+        rows.iloc[-3:, rows.columns.get_loc("item_id")] = new_item
+        arrivals.append(rows)
+    # Changed frequencies: an existing user's least frequent item becomes their most frequent.
+    changed = behaviour["user_id"].value_counts().index[-1]
+    theirs = behaviour[behaviour["user_id"] == changed]
+    repeat = theirs[theirs["item_id"] == theirs["item_id"].value_counts().index[-1]].head(1)
+    repeats = pd.concat([repeat] * 6).assign(ts=[str(start + 100 + i) for i in range(6)])
+    new_items = pd.DataFrame([{"item_id": item, "category": items["category"].iloc[0], "title": f"New {item}"}
+                              for item in NEW_ITEMS])
+    edge = social.head(1).assign(user_id=NEW_USERS[0], other_user_id=behaviour["user_id"].iloc[0])
+    _write(logs / SECOND, {"behaviour": pd.concat([*arrivals, repeats]), "items": new_items,
+                           "preference": preference, "social": pd.concat([social, edge])})  # full state
+    more = behaviour.head(3).assign(ts=[str(start + 200 + i) for i in range(3)])
+    _write(logs / THIRD, {"behaviour": more, "preference": preference[preference["user_id"] != LEAVER],
+                          "social": pd.concat([social, edge])})
+    return changed
+
+
 @pytest.fixture(scope="module")
-def first_day(airflow_env, tmp_path_factory) -> dict:
+def days(airflow_env, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("daily")
-    profiling("generate", "--users", str(USERS), "--out", str(root / "logs" / FIRST))
+    logs = root / "logs"
+    profiling("generate", "--users", str(USERS), "--out", str(logs / FIRST))
+    preference = pd.read_csv(logs / FIRST / "preference.csv.gz", dtype=str, keep_default_na=False)
+    pd.concat([preference, preference.head(1).assign(user_id=LEAVER)]).to_csv(
+        logs / FIRST / "preference.csv.gz", index=False, compression="gzip")
+    changed = _later_days(logs)
     config = root / "profiling.yaml"
     config.write_text(
         f"base: {REPO / 'conf' / 'default.yaml'}\n"
         f"workdir: {root / 'work'}\n"
-        f"input:\n  dir: '{root / 'logs'}/{{date}}'\n"  # each run reads the folder of its {{ ds }}
+        f"input:\n  dir: '{logs}/{{date}}'\n"  # each run reads the folder of its {{ ds }}
+        "  full_state: [preference, social]\n"
         "spark:\n  show_progress: false\n  shuffle_partitions: 2\n"
         "model:\n  dim: 16\n"
         "train:\n  epochs: 2\n  num_processes: 1\n"  # DDP's two processes: the shared pipeline and the cluster
         "explain:\n  sample_users: 0\n"  # the DAG is under test here, not the sample figures
     )
-    before = _dag_state(airflow_env, config)
-    _dags_test(airflow_env, FIRST, config)
-    after = _dag_state(airflow_env, config)
-    return {"config": config, "states_before": before["states"], "states": after["states"],
-            "due_before": before["training_due"], "due_after": after["training_due"]}
+    for date in (FIRST, SECOND, THIRD):
+        _dags_test(airflow_env, date, config)
+    state = _dag_state(airflow_env, config)  # each day's branch is in its task states
+    return {"config": config, "work": root / "work", "states": state["states"], "due": state["training_due"],
+            "changed": changed}
 
 
-def test_the_first_day_runs_every_stage_and_writes_that_snapshot(first_day):
-    assert first_day["states_before"] == {}
-    states = first_day["states"]
-    assert states[FIRST] == {**{t: "success" for t in ("ingest", "check_model_age", "full_refresh", "train",
-                                                        "infer", "evaluate", "check_maintenance_day")},
-                             "sequences": "skipped",  # training day: the full refresh instead
-                             "maintain": "skipped"}  # a Monday
-    tables = first_day["config"].parent / "work"
-    frames = {name: table_frame(tables, name) for name in ("user_profile_embeddings", "user_interest_weights",
-                                                           "user_sequences")}
-    counts = {name: f[f["snapshot_date"].astype(str) == FIRST]["user_id"].nunique() for name, f in frames.items()}
-    assert counts == {"user_profile_embeddings": USERS, "user_interest_weights": USERS, "user_sequences": USERS}
-    profiles = frames["user_profile_embeddings"]
-    assert set(profiles["model_version"]) == {"1"}
+def _partition_users(frame: pd.DataFrame, date: str) -> set[str]:
+    return set(frame.loc[frame["snapshot_date"].astype(str) == date, "user_id"])
 
 
-def test_training_is_due_without_a_model_and_not_the_day_after_one_was_trained(first_day):
-    assert first_day["due_before"] == "full_refresh"
-    assert first_day["due_after"] == "sequences"  # the next run refreshes daily, skips train; infer keeps version 1
+def _infer_metrics(config: Path) -> dict[str, dict[str, float]]:
+    """The metrics of each infer run, by snapshot date, from the workdir's MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{config.parent / 'work' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("profiling")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'infer'")
+    return {run.data.tags["snapshot_date"]: run.data.metrics for run in runs}
+
+
+def test_the_first_day_runs_every_stage_trains_and_writes_every_user(days):
+    assert days["states"][FIRST] == {**DAILY_STATES, "full_refresh": "success", "train": "success",
+                                     "sequences": "skipped"}  # training day: the full refresh instead
+    frames = {name: table_frame(days["work"], name) for name in ("user_profile_embeddings", "user_interest_weights",
+                                                                 "user_sequences")}
+    counts = {name: len(_partition_users(f, FIRST)) for name, f in frames.items()}
+    assert counts == {name: USERS + 1 for name in frames}  # with the leaver
+
+
+def test_training_is_due_without_a_model_and_not_on_the_days_after_one_was_trained(days):
+    assert days["states"][SECOND] == days["states"][THIRD] == DAILY_STATES
+    assert days["due"] == "sequences"  # the model of day 1 is still young
+    profiles = table_frame(days["work"], "user_profile_embeddings")
+    assert set(profiles["model_version"]) == {"1"}  # the days after scored with the model of day 1
+
+
+def test_day_two_rebuilds_and_rescores_only_the_users_its_rows_reach(days):
+    sequences = table_frame(days["work"], "user_sequences")
+    profiles = table_frame(days["work"], "user_profile_embeddings")
+    rebuilt = _partition_users(sequences, SECOND)
+    assert {*NEW_USERS, days["changed"]} <= rebuilt
+    assert len(rebuilt) < USERS  # the others keep their day-1 rows
+    assert _partition_users(profiles, SECOND) == rebuilt
+    metrics = _infer_metrics(days["config"])
+    assert metrics[FIRST]["full_refresh"] == 1 and metrics[SECOND]["full_refresh"] == 0
+    assert metrics[FIRST]["unseen_items"] == 0
+    assert metrics[SECOND]["unseen_items"] == len(NEW_ITEMS) and metrics[SECOND]["unseen_share"] > 0
+
+
+def test_day_three_ends_the_profile_of_the_user_gone_from_every_log(days):
+    for name in ("user_sequences", "user_profile_embeddings", "user_interest_weights"):
+        frame = table_frame(days["work"], name)
+        removed = frame.set_index("user_id")["removed_on"].dropna().astype(str)
+        assert set(removed.index) == {LEAVER} and set(removed) == {THIRD}, name
+        assert LEAVER in _partition_users(frame, FIRST) and LEAVER not in _partition_users(frame, THIRD), name

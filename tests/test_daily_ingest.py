@@ -215,8 +215,10 @@ def test_the_withdrawn_preference_leaves_the_users_sequence_and_the_new_one_ente
     assert f"{withdrawn['dimension']}={withdrawn['key']}" not in decoded["attribute"]
 
 
-def test_daily_refreshes_leave_the_sequences_and_profiles_a_full_rebuild_makes(days):
+def test_daily_refreshes_leave_the_sequences_and_profiles_a_full_rebuild_makes(days, config):
     daily, full = days.daily, days.full
+    # Under time decay: the users day 3 did not reach keep weights scored on an earlier day (profiling.decay).
+    assert config.profile.half_life_days is not None
     assert daily["sequences"] == full["sequences"]
     assert set(daily["profiles"]) == set(full["profiles"]) == set(full["sequences"])
     for user, (embedding, weights, _) in full["profiles"].items():

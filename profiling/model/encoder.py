@@ -263,8 +263,10 @@ class ProfileEncoder(nn.Module):
         attention, vectors = self.interests(hidden, visible)
         fit = torch.softmax(hidden @ vectors.transpose(1, 2) / math.sqrt(self.spec.dim), dim=-1)  # (B, T, K)
         real = (batch["item"] != 0).float()
+        # Each event's share of the interest weights: alike, or decayed by its age (profiling.decay).
+        share = real * batch["decay"].to(real.dtype) if "decay" in batch else real
         counts = real.sum(1, keepdim=True)
-        weights = (fit * real[:, :, None]).sum(1) / counts.clamp(min=1)
+        weights = (fit * share[:, :, None]).sum(1) / share.sum(1, keepdim=True).clamp(min=1e-30)
         weights = torch.where(counts > 0, weights, torch.full_like(weights, 1.0 / weights.shape[1]))
         embedding = (weights[:, :, None] * vectors).sum(1)
         # How strongly each event matches the whole profile; the temperature keeps it close to

@@ -102,7 +102,7 @@ def collate(windows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, torch.Tens
             batch[name] = torch.as_tensor(np.array([w[name] for w in windows], dtype=np.int64))
             continue
         width = max(1, max(len(w[name]) for w in windows))
-        out = np.zeros((len(windows), width), dtype=np.int64)
+        out = np.zeros((len(windows), width), dtype=np.asarray(first).dtype)  # indices int64, decay float
         for i, w in enumerate(windows):
             out[i, : len(w[name])] = w[name]
         batch[name] = torch.from_numpy(out)
