@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -100,8 +101,11 @@ def plan_refresh(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt
     try:  # the ids alone, without the plan that found them (the build joins them several times)
         users = _reached(spark, read, versions, logs, lent_items, since, snapshot_date).localCheckpoint(eager=True)
         reached = users.count()
-    except PySparkException as exc:  # no change data (or no files) for the range: Delta names the versions
-        first_line = str(exc).strip().splitlines()[0][:300]
+    # No change data for the range (Delta names the versions), or its files are gone: VACUUM deletes change
+    # data older than its retention, and Spark reports the missing file as a bare JVM error.
+    except (PySparkException, Py4JJavaError) as exc:
+        cause = exc.java_exception if isinstance(exc, Py4JJavaError) else exc  # its first line says "calling oNN"
+        first_line = str(cause).strip().splitlines()[0][:300]
         log.warning("sequences %s: full refresh, the logs' changes since the refresh of %s cannot be read: %s",
                     snapshot_date, since, first_line)
         return Refresh(True, f"no change data feed since the refresh of {since}")

@@ -286,3 +286,29 @@ def test_an_items_snapshot_holds_each_items_newest_row_up_to_its_date(days, spar
         assert rows == [{"item_id": item["item_id"], "title": title}], day
     every = read_snapshot(spark, cfg, "items", DAYS[2])[0]
     assert every.count() == every.select("item_id").distinct().count() == len(days.every["items"])
+
+
+def test_a_refresh_whose_change_data_vacuum_removed_rebuilds_everyone(days, spark, config, tmp_path, caplog):
+    """Last in the module: it adds a fourth day to the workdir. The day withdraws one more preference (a
+    full-state log: the MERGE ends the row, and Delta writes that change as change data), then ``maintain``
+    keeps no time travel, so VACUUM deletes the change data the next refresh would read: the refresh
+    says so and rebuilds everyone instead of missing the change."""
+    from profiling.ingest import ingest_logs
+    from profiling.maintenance import maintain_tables
+    from profiling.sequences import build_user_sequences
+
+    day = DAYS[2] + dt.timedelta(days=1)
+    held = _rows(spark, "preference_events", DAYS[2])
+    gone = held.iloc[-1]
+    state = days.every["preference"].merge(held[["user_id", "dimension", "key"]].drop_duplicates())
+    state = state[~((state["user_id"] == gone["user_id"]) & (state["dimension"] == gone["dimension"])
+                    & (state["key"] == gone["key"]))]
+    folder = _write(tmp_path / "day4", {"behaviour": days.behaviour.head(0), "preference": state,
+                                        "social": days.every["social"].head(0)})
+    cfg = _day_config(config, folder, ["preference"])
+    assert ingest_logs(spark, cfg, day).report.logs["preference"].removed >= 1
+    maintain_tables(spark, cfg, retain_days=0)
+    with caplog.at_level("WARNING", logger="profiling.refresh"):
+        result = build_user_sequences(spark, cfg, day)
+    assert result.full and result.users == _snapshot(spark, "user_sequences", day).count() > days.sequences[2].users
+    assert "full refresh, the logs' changes since the refresh of" in caplog.text
