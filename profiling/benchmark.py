@@ -30,6 +30,7 @@ class DatasetBenchmark:
     models: dict[str, dict[str, float]]
     peers: dict[str, dict[str, float]] = field(default_factory=dict)
     fidelity: dict[str, float] | None = None
+    cold_start: dict | None = None  # profiling.evaluate.evaluate_cold_start
 
     def best_peer(self, metric: str) -> tuple[str, float] | None:
         scored = [(name, figures[metric]) for name, figures in self.peers.items() if metric in figures]
@@ -43,7 +44,8 @@ class DatasetBenchmark:
                 ratios[metric] = {"best_peer": best[0], "ratio": round(self.models["profiling"][metric] / best[1], 3)}
         return {"dataset": self.dataset, "run_seconds": round(self.run_seconds, 1),
                 "users_evaluated": self.users_evaluated, "models": self.models, "peers": self.peers,
-                "vs_best_peer": ratios, **({"fidelity": self.fidelity} if self.fidelity else {})}
+                "vs_best_peer": ratios, **({"cold_start": self.cold_start} if self.cold_start else {}),
+                **({"fidelity": self.fidelity} if self.fidelity else {})}
 
 
 def _cli(args: list[str], log_file: Path) -> str:
@@ -69,7 +71,7 @@ def benchmark_dataset(input_dir: Path, workdir: Path, peers: dict, config: Path 
     evaluated = json.loads(_cli(["evaluate", "--json", *common,
                                  *(["--ground-truth", str(ground_truth)] if ground_truth else [])], log_file))
     return DatasetBenchmark(input_dir.name, seconds, evaluated["users_evaluated"], evaluated["models"],
-                            peers.get(input_dir.name, {}), evaluated.get("fidelity"))
+                            peers.get(input_dir.name, {}), evaluated.get("fidelity"), evaluated.get("cold_start"))
 
 
 def load_peers(path: Path | None) -> dict:
@@ -101,6 +103,14 @@ def format_table(results: list[DatasetBenchmark]) -> str:
             if best:
                 lines.append(f"{r.dataset}: profiling {metric} = {r.models['profiling'][metric] / best[1]:.2f} x "
                              f"best peer ({best[0]})")
+        cold = r.cold_start or {}
+        if cold.get("users"):
+            figures = {m: (cold[m]["recall@10"], cold[m]["ndcg@10"]) for m in ("profiling", "popularity")}
+            ratio = figures["profiling"][0] / figures["popularity"][0] if figures["popularity"][0] else float("inf")
+            lines.append(f"{r.dataset}: cold start ({cold['users']} users from preference and social events alone) "
+                         f"Recall@10 / NDCG@10: profiling {figures['profiling'][0]:.4f} / {figures['profiling'][1]:.4f}, "
+                         f"most-popular {figures['popularity'][0]:.4f} / {figures['popularity'][1]:.4f} "
+                         f"(Recall@10 {ratio:.2f} x)")
         if r.fidelity:
             lines.append(f"{r.dataset}: fidelity {r.fidelity}")
     return "\n".join(lines)

@@ -239,6 +239,12 @@ def evaluate(
         figures = "".join(f"{metrics[k]:>11.4f}" for k in keys) if metrics else \
             f"  not measured: {result.missing[name]}"
         typer.echo(f"{name:<12}" + figures)
+    cold = result.cold_start or {}
+    if cold.get("users"):
+        typer.echo(f"cold start, {cold['users']} of {cold['sampled']} sampled users ranked from their preference "
+                   "and social events alone:")
+        for name in ("profiling", "popularity"):
+            typer.echo(f"{name:<12}" + "".join(f"{cold[name][k]:>11.4f}" for k in keys))
     if result.fidelity:
         typer.echo(f"fidelity: {result.fidelity}")
 

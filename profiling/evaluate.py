@@ -10,12 +10,20 @@ the users' test targets and score every item.
 
 The test targets are read here only; hyper-parameters are chosen on the
 validation target (the event before) during training.
+
+Cold start: a random tenth of the evaluated users (a hash of the id picks them, the same on every run)
+are ranked again with every behaviour event before their test target hidden, so the encoder reads their
+preference and social events alone, as it would a user who has done nothing yet; the time since each
+event's predecessor is hidden too (it could tell when the hidden events were). Most-popular ranks the
+same targets. Users with no preference or social event before the target are counted and left out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +37,7 @@ from profiling import progress
 from profiling.config import ProfilingConfig
 from profiling.exceptions import NotEnoughData
 from profiling.metrics import finalize, ranking_sums, target_ranks
-from profiling.model.inputs import FEATURES, collate, target_window
+from profiling.model.inputs import FEATURES, GAP_UNKNOWN, collate, target_window
 from profiling.model.vocabulary import Translation
 from profiling.sequences import MIN_BEHAVIOUR_EVENTS
 from profiling.tables import TableVersion, read_snapshot
@@ -37,6 +45,7 @@ from profiling.tables import TableVersion, read_snapshot
 log = logging.getLogger(__name__)
 
 KS = [10, 20, 50]
+COLD_START_SHARE = 0.1
 ALS_PARAMS = {"rank": 64, "maxIter": 15, "regParam": 0.05, "alpha": 10.0, "seed": 42}
 
 
@@ -46,6 +55,7 @@ class EvaluationResult:
     users_evaluated: int
     models: dict[str, dict[str, float] | None]  # None: the baseline could not be fitted (see ``missing``)
     fidelity: dict[str, float] | None = None
+    cold_start: dict | None = None  # evaluate_cold_start
     read: list[TableVersion] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)  # why a model has no figures
 
@@ -53,6 +63,8 @@ class EvaluationResult:
         out = {"dataset": self.dataset, "users_evaluated": self.users_evaluated, "models": self.models}
         if self.missing:
             out["missing"] = self.missing
+        if self.cold_start is not None:
+            out["cold_start"] = self.cold_start
         if self.fidelity is not None:
             out["fidelity"] = self.fidelity
         return out
@@ -85,6 +97,54 @@ def evaluate_encoder(model, test: pd.DataFrame) -> dict[str, float]:
 
     model.eval()
     return _metrics(scored())
+
+
+def in_cold_start_sample(user_id: str, share: float = COLD_START_SHARE) -> bool:
+    """Whether ``user_id`` is among the cold-start users: a hash of the id below ``share``, so the same users
+    on every run and for every model."""
+    digest = hashlib.sha256(f"cold-start:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def cold_window(row, position: int, window: int, behaviour_idx: int) -> dict[str, np.ndarray] | None:
+    """The last ``window`` events before ``position`` that are not behaviour (preference, social), each with
+    its gap unknown and no item history: what the encoder knows of a user with no behaviour yet. None when
+    there is no such event."""
+    source = np.asarray(row["source"][:position])
+    kept = np.flatnonzero(source != behaviour_idx)[-window:]
+    if not len(kept):
+        return None
+    out = {name: np.asarray(row[name], dtype=np.int64)[kept] for name in FEATURES}
+    out["gap_bucket"] = np.full(len(kept), GAP_UNKNOWN, dtype=np.int64)
+    out["history"] = np.zeros(0, dtype=np.int64)
+    return out
+
+
+def evaluate_cold_start(model, test: pd.DataFrame, popularity: Callable[[torch.Tensor], dict[str, float]],
+                        snapshot_targets: torch.Tensor) -> dict:
+    """The encoder and most-popular on the cold-start users (see the module's docstring). ``test``: the
+    evaluated rows in the model's indices; ``popularity`` ranks snapshot-indexed targets."""
+    sampled = [i for i, user in enumerate(test["user_id"]) if in_cold_start_sample(user)]
+    windows, targets, kept = [], [], []
+    for i in sampled:
+        row = test.iloc[i]
+        position = int(row["test_pos"])
+        found = cold_window(row, position, model.spec.max_len, model.spec.behaviour_idx)
+        if found is not None:
+            windows.append(found)
+            targets.append(int(row["item"][position]))
+            kept.append(i)
+    out = {"sampled": len(sampled), "users": len(kept)}
+    if not kept:
+        return out
+
+    def scored():
+        for start, stop in _batches(len(windows)):
+            with torch.no_grad():
+                yield model.score_next(collate(windows[start:stop])), torch.tensor(targets[start:stop])
+
+    model.eval()
+    return {**out, "profiling": _metrics(scored()), "popularity": popularity(snapshot_targets[kept])}
 
 
 def _training_interactions(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
@@ -236,8 +296,8 @@ def evaluate_profiles(
     with progress.step(f"evaluate: ranking {len(test):,} test targets with the encoder"):
         # The encoder reads the snapshot through its own vocabulary: a target it never saw cannot be ranked.
         to_model = Translation.from_table(model.vocabulary, vocab)
-        models["profiling"] = evaluate_encoder(model, pd.DataFrame([to_model.apply(r) for r in
-                                                                    test.to_dict("records")]))
+        in_model = pd.DataFrame([to_model.apply(r) for r in test.to_dict("records")])
+        models["profiling"] = evaluate_encoder(model, in_model)
     baselines = {"popularity": lambda: evaluate_popularity(train, n_items, targets),
                  "als": lambda: evaluate_als(spark, train, list(test["user_id"]), n_items, targets)}
     for name, fit in baselines.items():
@@ -248,12 +308,14 @@ def evaluate_profiles(
                 models[name] = None
                 missing[name] = f"could not be fitted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
                 log.warning("evaluate: the %s baseline %s", name, missing[name])
+    with progress.step("evaluate: cold start, a tenth of the users from their preference and social events"):
+        cold_start = evaluate_cold_start(model, in_model, lambda t: evaluate_popularity(train, n_items, t), targets)
     train.unpersist()
     runs, _ = read_snapshot(spark, config, "ingest_runs", snapshot_date)
     path = runs.where(F.col("source") == "behaviour").select("path").first()
     dataset = Path(path["path"]).parent.name if path and path["path"] else "unknown"
-    result = EvaluationResult(dataset, len(test), models, read=[seq_version, vocab_version, behaviour_version],
-                              missing=missing)
+    result = EvaluationResult(dataset, len(test), models, cold_start=cold_start,
+                              read=[seq_version, vocab_version, behaviour_version], missing=missing)
     if ground_truth is not None:
         weights, _ = read_snapshot(spark, config, "user_interest_weights", snapshot_date)
         weights = weights.where(F.col("dimension") == "category").select("user_id", "key", "weight").toPandas()

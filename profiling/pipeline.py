@@ -102,6 +102,10 @@ def run_evaluate(
         tracking.log_metrics({"users_evaluated": result.users_evaluated})
         for model, metrics in result.models.items():
             tracking.log_metrics({f"test_{model}_{k}": v for k, v in (metrics or {}).items()})
+        cold = result.cold_start or {}
+        tracking.log_metrics({"cold_start_users": cold.get("users", 0)})
+        for model in ("profiling", "popularity"):
+            tracking.log_metrics({f"cold_start_{model}_{k}": v for k, v in cold.get(model, {}).items()})
         if result.fidelity:
             tracking.log_metrics({f"fidelity_{k}": v for k, v in result.fidelity.items()})
     return result

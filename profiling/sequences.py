@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from profiling.config import ProfilingConfig
 from profiling.ingest import complete_ingest_id
-from profiling.model.inputs import GAP_BUCKETS, PAD, UNKNOWN, VALUE_BUCKETS
+from profiling.model.inputs import GAP_BUCKETS, GAP_UNKNOWN, PAD, UNKNOWN, VALUE_BUCKETS
 from profiling.refresh import LOGS, REFRESHES, end_absent, plan_refresh
 from profiling.tables import TableVersion, current_version, read_snapshot, write_snapshot
 
@@ -51,7 +51,7 @@ class SequencesResult:
 def gap_bucket(gap: F.Column) -> F.Column:
     """1 unknown, 2 same second, then one bucket per power of two seconds."""
     return (
-        F.when(gap.isNull() | (gap < 0), F.lit(1))
+        F.when(gap.isNull() | (gap < 0), F.lit(GAP_UNKNOWN))
         .when(gap == 0, F.lit(2))
         .otherwise(F.lit(3) + F.least(F.floor(F.log2(gap.cast("double"))).cast("int"), F.lit(GAP_BUCKETS - 4)))
     )

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profiling.evaluate import interest_fidelity
+from profiling.evaluate import cold_window, in_cold_start_sample, interest_fidelity
+from profiling.model.inputs import FEATURES
 
 from conftest import SNAPSHOT
 
@@ -39,7 +40,8 @@ def test_users_with_three_or_more_behaviour_events_are_evaluated(evaluation, inp
         assert 0 <= metrics["ndcg@10"] <= metrics["recall@10"] <= metrics["recall@50"] <= 1
 
 
-def test_popularity_baseline_matches_an_independent_computation(evaluation, input_dir):
+def _popularity_ranks(input_dir) -> pd.Series:
+    """Each evaluated user's test target's rank by popularity, computed with pandas."""
     events = _behaviour(input_dir)
     last = events.groupby("user_id").tail(1)
     test = last[last["user_id"].map(events.groupby("user_id").size()) >= 3]
@@ -50,10 +52,50 @@ def test_popularity_baseline_matches_an_independent_computation(evaluation, inpu
     def rank(item):  # ties count against the target, as in profiling.metrics
         return int((all_items >= all_items[item]).sum()) - 1
 
-    ranks = np.array([rank(i) for i in test["item_id"]])
-    assert evaluation.models["popularity"]["recall@10"] == pytest.approx(np.mean(ranks < 10), abs=1e-6)
-    ndcg = np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0))
+    return pd.Series([rank(i) for i in test["item_id"]], index=test["user_id"])
+
+
+def _recall_ndcg_at_10(ranks: np.ndarray) -> tuple[float, float]:
+    return float(np.mean(ranks < 10)), float(np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0)))
+
+
+def test_popularity_baseline_matches_an_independent_computation(evaluation, input_dir):
+    recall, ndcg = _recall_ndcg_at_10(_popularity_ranks(input_dir).to_numpy())
+    assert evaluation.models["popularity"]["recall@10"] == pytest.approx(recall, abs=1e-6)
     assert evaluation.models["popularity"]["ndcg@10"] == pytest.approx(ndcg, abs=1e-6)
+
+
+def test_cold_start_ranks_a_tenth_of_the_users_from_their_preference_and_social_events(evaluation, input_dir,
+                                                                                        spark, config):
+    from profiling.tables import read_snapshot
+
+    cold = evaluation.cold_start
+    ranks = _popularity_ranks(input_dir)
+    sampled = [u for u in ranks.index if in_cold_start_sample(u)]
+    assert cold["sampled"] == len(sampled) and 0.05 * len(ranks) < len(sampled) < 0.15 * len(ranks)
+    # The users ranked: those with an event other than behaviour before their target.
+    vocab = read_snapshot(spark, config, "vocabularies", SNAPSHOT)[0]
+    behaviour = vocab.where("dimension = 'source' AND key = 'behaviour'").first()["idx"]
+    rows = read_snapshot(spark, config, "user_sequences", SNAPSHOT)[0].where("test_pos >= 0").toPandas()
+    with_context = [r["user_id"] for _, r in rows.iterrows() if r["user_id"] in set(sampled)
+                    and cold_window(r, int(r["test_pos"]), 50, behaviour) is not None]
+    assert cold["users"] == len(with_context) > 5
+    recall, ndcg = _recall_ndcg_at_10(ranks[with_context].to_numpy())
+    assert cold["popularity"]["recall@10"] == pytest.approx(recall, abs=1e-6)
+    assert cold["popularity"]["ndcg@10"] == pytest.approx(ndcg, abs=1e-6)
+    assert 0 <= cold["profiling"]["ndcg@10"] <= cold["profiling"]["recall@10"] <= 1
+
+
+def test_a_cold_window_holds_the_events_before_the_target_that_are_not_behaviour_their_gaps_hidden():
+    behaviour, preference, social = 2, 3, 4
+    source = [social, preference, behaviour, behaviour, preference, behaviour, preference]
+    row = {name: np.arange(10, 17) for name in FEATURES} | {"source": np.array(source)}
+    window = cold_window(row, 6, 10, behaviour)  # the target at 6: the preference after it is not seen
+    assert window["source"].tolist() == [social, preference, preference]
+    assert window["item"].tolist() == [10, 11, 14]
+    assert window["gap_bucket"].tolist() == [1, 1, 1] and window["history"].size == 0
+    assert cold_window(row, 6, 2, behaviour)["item"].tolist() == [11, 14]  # the newest, as any window
+    assert cold_window(row | {"source": np.full(7, behaviour)}, 6, 10, behaviour) is None
 
 
 def test_fidelity_figures_are_reported_for_generated_data(evaluation):

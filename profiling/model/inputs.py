@@ -22,6 +22,7 @@ FEATURES = ("item", "category", "event_type", "source", "attribute", "gap_bucket
 PAD, UNKNOWN = 0, 1
 FIRST_KEY = 2
 GAP_BUCKETS = 32
+GAP_UNKNOWN = 1  # the gap bucket of an event whose predecessor is unknown (or hidden)
 VALUE_BUCKETS = 32
 
 
