@@ -1,7 +1,9 @@
-"""Airflow DAG ``profiling_daily``: ingest → sequences → infer → evaluate, every day, where sequences is
-the daily refresh (the users the day's changes reach), or, when a model is due, a full refresh followed
-by train (and infer then rescores everyone under the new model); then, once a week, maintain (OPTIMIZE
-and VACUUM of every table).
+"""Airflow DAG ``profiling_daily``: ingest → sequences → infer, every day, where sequences is the daily
+refresh (the users the day's changes reach), or, when a model is due, a full refresh followed by train
+(infer then rescores everyone under the new model, and evaluate measures it); then, once a week,
+maintain (OPTIMIZE and VACUUM of every table). Evaluate runs on training days only: it ranks every
+user's test target and fits ALS on the whole behaviour log, a cost that does not shrink with the day's
+changes, and between trainings the model it would measure is the same.
 
 Each stage is a ``spark-submit`` of its ``jobs/`` entry point (SparkSubmitOperator, connection
 ``profiling_spark``), for the snapshot date of the run's data interval (``{{ ds }}``). Training runs
@@ -139,7 +141,7 @@ with DAG(
     train = spark_stage("train")
     # One of sequences and train runs (the other branch is skipped): infer scores after either.
     infer = spark_stage("infer", trigger_rule="none_failed_min_one_success")
-    evaluate = spark_stage("evaluate")
+    evaluate = spark_stage("evaluate")  # after train and infer: skipped with train
     check_maintenance_day = ShortCircuitOperator(
         task_id="check_maintenance_day",
         python_callable=maintenance_due,
@@ -149,4 +151,5 @@ with DAG(
 
     ingest >> check_model_age >> [sequences, full_refresh]
     full_refresh >> train >> infer
-    sequences >> infer >> evaluate >> check_maintenance_day >> maintain
+    sequences >> infer >> check_maintenance_day >> maintain
+    [train, infer] >> evaluate

@@ -69,7 +69,7 @@ def pytest_itemcollected(item):
 
 # The longest groups first (their measured time, not their test count, decides): a worker that takes
 # Airflow last would leave the others idle at the end. `make test` keeps this order (--no-loadscope-reorder).
-LONGEST_FIRST = ("session", "cli", "test_airflow", "daily", "cluster", "speed")
+LONGEST_FIRST = ("test_airflow", "session", "cli", "daily", "speed", "cluster")
 
 
 def pytest_collection_modifyitems(items):

@@ -290,11 +290,11 @@ def test_an_items_snapshot_holds_each_items_newest_row_up_to_its_date(days, spar
 
 def test_a_refresh_whose_change_data_vacuum_removed_rebuilds_everyone(days, spark, config, tmp_path, caplog):
     """Last in the module: it adds a fourth day to the workdir. The day withdraws one more preference (a
-    full-state log: the MERGE ends the row, and Delta writes that change as change data), then ``maintain``
-    keeps no time travel, so VACUUM deletes the change data the next refresh would read: the refresh
-    says so and rebuilds everyone instead of missing the change."""
+    full-state log: the MERGE ends the row, and Delta writes that change as change data), then a VACUUM
+    that keeps no time travel (what ``profiling maintain --retain-days 0`` runs on each table) deletes the
+    change data the next refresh would read: the refresh says so and rebuilds everyone instead of
+    missing the change."""
     from profiling.ingest import ingest_logs
-    from profiling.maintenance import maintain_tables
     from profiling.sequences import build_user_sequences
 
     day = DAYS[2] + dt.timedelta(days=1)
@@ -307,7 +307,11 @@ def test_a_refresh_whose_change_data_vacuum_removed_rebuilds_everyone(days, spar
                                         "social": days.every["social"].head(0)})
     cfg = _day_config(config, folder, ["preference"])
     assert ingest_logs(spark, cfg, day).report.logs["preference"].removed >= 1
-    maintain_tables(spark, cfg, retain_days=0)
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        spark.sql(f"VACUUM {DATABASE}.preference_events RETAIN 0 HOURS")
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
     with caplog.at_level("WARNING", logger="profiling.refresh"):
         result = build_user_sequences(spark, cfg, day)
     assert result.full and result.users == _snapshot(spark, "user_sequences", day).count() > days.sequences[2].users
