@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,10 +119,9 @@ def cold_window(row, position: int, window: int, behaviour_idx: int) -> dict[str
     return out
 
 
-def evaluate_cold_start(model, test: pd.DataFrame, popularity: Callable[[torch.Tensor], dict[str, float]],
-                        snapshot_targets: torch.Tensor) -> dict:
+def evaluate_cold_start(model, test: pd.DataFrame, popularity: np.ndarray, snapshot_targets: torch.Tensor) -> dict:
     """The encoder and most-popular on the cold-start users (see the module's docstring). ``test``: the
-    evaluated rows in the model's indices; ``popularity`` ranks snapshot-indexed targets."""
+    evaluated rows in the model's indices; ``popularity``: ``item_popularity``, by snapshot index."""
     sampled = [i for i, user in enumerate(test["user_id"]) if in_cold_start_sample(user)]
     windows, targets, kept = [], [], []
     for i in sampled:
@@ -144,7 +142,7 @@ def evaluate_cold_start(model, test: pd.DataFrame, popularity: Callable[[torch.T
                 yield model.score_next(collate(windows[start:stop])), torch.tensor(targets[start:stop])
 
     model.eval()
-    return {**out, "profiling": _metrics(scored()), "popularity": popularity(snapshot_targets[kept])}
+    return {**out, "profiling": _metrics(scored()), "popularity": evaluate_popularity(popularity, snapshot_targets[kept])}
 
 
 def _training_interactions(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
@@ -161,10 +159,15 @@ def _training_interactions(spark: SparkSession, config: ProfilingConfig, snapsho
     return train.join(item_index, "item_id").select("user_id", "idx"), version
 
 
-def evaluate_popularity(train: DataFrame, n_items: int, targets: torch.Tensor) -> dict[str, float]:
+def item_popularity(train: DataFrame, n_items: int) -> np.ndarray:
+    """Training events per item index: most-popular's scores, read once for every user it ranks."""
     counts = np.zeros(n_items)
     for row in train.groupBy("idx").count().collect():
         counts[row["idx"]] = row["count"]
+    return counts
+
+
+def evaluate_popularity(counts: np.ndarray, targets: torch.Tensor) -> dict[str, float]:
     # Ties between equally popular items count against the target (see metrics.target_ranks).
     scores = torch.as_tensor(counts, dtype=torch.float32)
     return _metrics((scores.expand(stop - start, -1), targets[start:stop])
@@ -298,7 +301,8 @@ def evaluate_profiles(
         to_model = Translation.from_table(model.vocabulary, vocab)
         in_model = pd.DataFrame([to_model.apply(r) for r in test.to_dict("records")])
         models["profiling"] = evaluate_encoder(model, in_model)
-    baselines = {"popularity": lambda: evaluate_popularity(train, n_items, targets),
+    popularity = item_popularity(train, n_items)
+    baselines = {"popularity": lambda: evaluate_popularity(popularity, targets),
                  "als": lambda: evaluate_als(spark, train, list(test["user_id"]), n_items, targets)}
     for name, fit in baselines.items():
         with progress.step(f"evaluate: fitting and ranking the {name} baseline"):
@@ -309,7 +313,7 @@ def evaluate_profiles(
                 missing[name] = f"could not be fitted: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
                 log.warning("evaluate: the %s baseline %s", name, missing[name])
     with progress.step("evaluate: cold start, a tenth of the users from their preference and social events"):
-        cold_start = evaluate_cold_start(model, in_model, lambda t: evaluate_popularity(train, n_items, t), targets)
+        cold_start = evaluate_cold_start(model, in_model, popularity, targets)
     train.unpersist()
     runs, _ = read_snapshot(spark, config, "ingest_runs", snapshot_date)
     path = runs.where(F.col("source") == "behaviour").select("path").first()

@@ -1,21 +1,17 @@
 """Time decay (``profile.half_life_days``): an event counts 2^(-age / half-life) in a user's interest and
 dimension weights, an undated one as the user's newest dated event, and a factor common to all of a
 user's events changes none of them (so a user with no new event needs no rescoring: the daily refresh's
-equivalence test, tests/test_daily_ingest.py, compares such users with a full rescoring days later)."""
+equivalence test, tests/test_daily_ingest.py, compares such users with a full rescoring days later; the
+encoder's side is in tests/test_model.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import SNAPSHOT
 from profiling.decay import SECONDS_PER_DAY, decay_factors
-from profiling.model.encoder import EncoderSpec, ProfileEncoder
-from profiling.model.inputs import FEATURES, FIRST_KEY, collate
-
-SIZES = {"item": 40, "category": 8, "event_type": 6, "source": 5, "attribute": 6, "gap_bucket": 32,
-         "value_bucket": 32}
+from profiling.model.inputs import FIRST_KEY
 
 
 def test_an_event_counts_half_as_much_per_half_life_older_and_an_undated_one_as_the_newest():
@@ -26,24 +22,6 @@ def test_an_event_counts_half_as_much_per_half_life_older_and_an_undated_one_as_
     np.testing.assert_array_equal(decay_factors(np.zeros(3, dtype=np.int64), 10.0), np.ones(3))  # nothing dated
     years = decay_factors(np.array([newest - 40 * 365 * SECONDS_PER_DAY, newest]), 1.0)
     assert years[1] == 1.0 and 0.0 <= years[0] < 1e-300  # a history far older than the half-life stays finite
-
-
-def test_decayed_interest_weights_move_with_the_newer_events_and_ignore_a_common_factor():
-    torch.manual_seed(0)
-    model = ProfileEncoder(EncoderSpec(vocab_sizes=SIZES, max_len=12, dim=16, heads=2, layers=2, interests=3,
-                                       behaviour_idx=2, social_idx=4)).eval()
-    rng = np.random.default_rng(0)
-    window = {name: rng.integers(2, min(SIZES[name], 5), size=10) for name in FEATURES}
-    ages = np.arange(10)[::-1]  # days older than the newest (the last) event
-    with torch.no_grad():
-        weights = {
-            name: model(collate([{**window, "decay": decay}]))["interest_weights"][0]
-            for name, decay in {"alike": np.ones(10), "decayed": np.exp2(-ages / 2.0),
-                                "a day later": np.exp2(-(ages + 1) / 2.0)}.items()
-        }
-    assert torch.allclose(weights["decayed"].sum(), torch.tensor(1.0), atol=1e-5)
-    assert not torch.allclose(weights["decayed"], weights["alike"], atol=1e-3)
-    torch.testing.assert_close(weights["a day later"], weights["decayed"])
 
 
 @pytest.fixture(scope="module")

@@ -235,3 +235,17 @@ def test_the_interest_head_scores_items_by_label_aware_attention_and_joins_with_
             weighted = ProfileEncoder(dataclasses.replace(model.spec, interest_score_weight=weight)).eval()
             weighted.load_state_dict(model.state_dict())
             assert torch.allclose(weighted.score_next(batch), sequential + weight * interest, atol=1e-5)
+
+
+def test_decayed_interest_weights_move_with_the_newer_events_and_ignore_a_common_factor(model):
+    window = _window(10)
+    ages = np.arange(10)[::-1]  # days older than the newest (the last) event
+    with torch.no_grad():
+        weights = {
+            name: model(collate([{**window, "decay": decay}]))["interest_weights"][0]
+            for name, decay in {"alike": np.ones(10), "decayed": np.exp2(-ages / 2.0),
+                                "a day later": np.exp2(-(ages + 1) / 2.0)}.items()
+        }
+    assert torch.allclose(weights["decayed"].sum(), torch.tensor(1.0), atol=1e-5)
+    assert not torch.allclose(weights["decayed"], weights["alike"], atol=1e-3)
+    torch.testing.assert_close(weights["a day later"], weights["decayed"])
