@@ -138,6 +138,9 @@ def generate(
     users: Annotated[int, typer.Option(help="Number of users", min=1)] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
     items: Annotated[int, typer.Option(help="Items in the catalogue, as many in each category")] = 1000,
+    drift_share: Annotated[float, typer.Option(
+        help="Share of users with behaviour whose interests drift to new categories part-way through their history",
+        min=0.0, max=1.0)] = 0.2,
 ) -> None:
     """Write synthetic logs with planted interests (and ground_truth.csv.gz) in the input layout."""
     from profiling.generate import CATEGORIES, generate_logs
@@ -145,7 +148,8 @@ def generate(
     if items < CATEGORIES or items % CATEGORIES:
         nearest = max(CATEGORIES, -(-items // CATEGORIES) * CATEGORIES)
         raise ConfigError(f"--items {items}: expected a multiple of the {CATEGORIES} categories, such as {nearest}")
-    counts = generate_logs(out, users=users, seed=seed, items_per_category=items // CATEGORIES)
+    counts = generate_logs(out, users=users, seed=seed, items_per_category=items // CATEGORIES,
+                           drift_share=drift_share)
     typer.echo(json.dumps({"out": str(out), **counts}))
 
 

@@ -223,6 +223,10 @@ class ProfileConfig(_Section):
         "Half-life of an event's contribution to the interest weights and to the category, event type and source "
         "weights: it counts 2^(-age / half_life_days), age measured to the end of the snapshot day; an event "
         "without a time counts as the user's newest dated event. null: every event counts alike."))
+    long_half_life_days: float | None = Field(365.0, gt=0.0, description=(
+        "Half-life of the long-term weights (user_interest_weights rows of horizon long): every event the user "
+        "ever had counts 2^(-age / long_half_life_days) in them, events older than sequences.max_len included; "
+        "undated events as for half_life_days. null: every event counts alike."))
 
 
 class ExplainConfig(_Section):

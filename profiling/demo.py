@@ -15,9 +15,10 @@ from profiling.schemas import table_contracts
 from profiling.tables import qualified
 
 SQL_HINTS = (
-    "SELECT dimension, key, weight FROM profiling.user_interest_weights WHERE user_id = '{user}' ORDER BY dimension, rank",
+    "SELECT horizon, dimension, key, weight FROM profiling.user_interest_weights WHERE user_id = '{user}' "
+    "ORDER BY horizon DESC, dimension, rank",
     "SELECT key AS category, count(*) AS users FROM profiling.user_interest_weights "
-    "WHERE dimension = 'category' AND rank = 1 GROUP BY key ORDER BY users DESC",
+    "WHERE horizon = 'short' AND dimension = 'category' AND rank = 1 GROUP BY key ORDER BY users DESC",
     "SELECT source, reason_code, count(*) AS n FROM profiling.quarantine GROUP BY source, reason_code",
 )
 
@@ -48,8 +49,9 @@ def print_summary(spark: SparkSession, config: ProfilingConfig, snapshot_date: d
     users = [r["user_id"] for r in weights.select("user_id").distinct().orderBy("user_id").limit(3).collect()]
     for i, user in enumerate(users):
         rows = weights.where(F.col("user_id") == user).orderBy("rank").collect()
-        print(("top interests (category weights): " if i == 0 else "  ")
-              + f"{user} " + ", ".join(f"{r['key']} {r['weight']:.2f}" for r in rows))
+        now, ever = (", ".join(f"{r['key']} {r['weight']:.2f}" for r in rows if r["horizon"] == h)
+                     for h in ("short", "long"))
+        print(("top interests (category weights): " if i == 0 else "  ") + f"{user} now {now}; over time {ever}")
     command = profiling_command()
     print("look further (SQL; explain: why a user has these interests, also --format json):")
     for hint in SQL_HINTS:

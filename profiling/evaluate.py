@@ -246,6 +246,28 @@ def interest_count_fidelity(profiles: pd.DataFrame, truth: pd.DataFrame) -> dict
             "interests_max_cosine": round(max(closest, default=-1.0), 4)}
 
 
+def drift_fidelity(weights: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """Do the two horizons follow a user whose taste moved from mixture A to mixture B?
+
+    ``truth``: the drifting users' rows of the ground truth (B: ``weight`` > 0, the current mixture; A: the
+    categories of ``lifetime_weight`` > 0 that are not current). ``weights``: category weights of both
+    horizons. ``drift_top1_short``: share of drifting users whose heaviest short-term category is in B;
+    ``drift_top1_long``: share whose three heaviest long-term categories hold one of A and one of B.
+    """
+    current = truth[truth["weight"] > 0].groupby("user_id")["category"].agg(set)
+    former = truth[(truth["weight"] <= 0) & (truth["lifetime_weight"] > 0)].groupby("user_id")["category"].agg(set)
+    ranked = weights.sort_values(["user_id", "horizon", "weight", "key"], ascending=[True, True, False, True])
+    top = {h: ranked[ranked["horizon"] == h].groupby("user_id")["key"].agg(list) for h in ("short", "long")}
+    users = current.index.intersection(former.index).intersection(top["short"].index)
+    if not len(users):
+        return {"drift_users": 0}
+    short = [top["short"][u][0] in current[u] for u in users]
+    long = [bool(set(top["long"].get(u, [])[:3]) & current[u]) and bool(set(top["long"].get(u, [])[:3]) & former[u])
+            for u in users]
+    return {"drift_users": int(len(users)), "drift_top1_short": round(float(np.mean(short)), 4),
+            "drift_top1_long": round(float(np.mean(long)), 4)}
+
+
 def _max_cosine(vectors: np.ndarray) -> float:
     """The highest cosine between two of the vectors; -1 (none lower) when there are fewer than two."""
     if len(vectors) < 2:
@@ -322,15 +344,21 @@ def evaluate_profiles(
                               read=[seq_version, vocab_version, behaviour_version], missing=missing)
     if ground_truth is not None:
         weights, _ = read_snapshot(spark, config, "user_interest_weights", snapshot_date)
-        weights = weights.where(F.col("dimension") == "category").select("user_id", "key", "weight").toPandas()
+        weights = weights.where(F.col("dimension") == "category").select(
+            "user_id", "horizon", "key", "weight").toPandas()
         truth = pd.read_csv(ground_truth, dtype={"user_id": str, "category": str})
+        if "drifting" not in truth:  # a ground truth from before drift was planted: every user is stable
+            truth = truth.assign(drifting=False, lifetime_weight=truth["weight"])
+        drift = drift_fidelity(weights, truth[truth["drifting"]])
+        truth = truth[~truth["drifting"]]
+        weights = weights[weights["horizon"] == "short"]
         categories = sorted(set(truth["category"]) | set(weights["key"]))
         evidence, _ = read_snapshot(spark, config, "user_interest_evidence", snapshot_date)
         evidence = evidence.select("user_id", "interest", "interest_category", "category", "rank").toPandas()
         profiles, _ = read_snapshot(spark, config, "user_profile_embeddings", snapshot_date)
         profiles = profiles.select("user_id", "interest_embeddings").toPandas()
         result.fidelity = {**interest_fidelity(weights, truth, categories), **evidence_fidelity(evidence, truth),
-                           **interest_count_fidelity(profiles, truth)}
+                           **interest_count_fidelity(profiles, truth), **drift}
     log.info("evaluated %d users of %s: %s", len(test), dataset,
              {m: (v["recall@10"], v["ndcg@10"]) for m, v in models.items() if v})
     return result

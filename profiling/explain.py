@@ -5,7 +5,7 @@ contract ``schemas/explain.schema.json``) built from one snapshot's tables (the
 rows it needs, through :mod:`profiling.snapshots`: no JVM with the embedded
 catalog) and the registered encoder that wrote them: interest weights and vectors from
 ``user_profile_embeddings``, evidence events from ``user_interest_evidence``,
-dimension weights from ``user_interest_weights``. The encoder is re-run on the
+dimension weights of both horizons from ``user_interest_weights``. The encoder is re-run on the
 user's newest window for the evidence-attention heat map and the interests'
 category shares (the same computation as the infer stage), and scores the catalogue
 against each interest vector for its top items. Pictures are drawn from the
@@ -144,7 +144,7 @@ def explain_users(
     sequences = {r["user_id"]: r for r in _for_users(
         tables, "user_sequences", snapshot_date, ids, ["user_id", "length", "ts", *FEATURES])}
     weights = _for_users(tables, "user_interest_weights", snapshot_date, ids,
-                         ["user_id", "dimension", "key", "weight", "rank"], ("rank",))
+                         ["user_id", "horizon", "dimension", "key", "weight", "rank"], ("rank",))
     evidence = _for_users(tables, "user_interest_evidence", snapshot_date, ids,
                           ["user_id", "interest", "rank", "position", "item_id", "category", "event_type", "source",
                            "attribute", "ts", "attention"], ("interest", "rank"))
@@ -242,8 +242,9 @@ def _document(uid, snapshot_date, profile, sequence, recent, top_items, weights,
         "model_version": profile["model_version"],
         "events_in_profile": int(sequence["length"]),
         "interests": interests,
-        "dimensions": {d: [{"key": r["key"], "weight": round(float(r["weight"]), 4)} for r in weights
-                           if r["dimension"] == d] for d in WEIGHT_DIMENSIONS},
+        **{field: {d: [{"key": r["key"], "weight": round(float(r["weight"]), 4)} for r in weights
+                       if r["dimension"] == d and r["horizon"] == horizon] for d in WEIGHT_DIMENSIONS}
+           for field, horizon in (("dimensions", "short"), ("long_term_dimensions", "long"))},
         "nearest_users": near,
         "recent_events": {"events": events,
                           "attention": [[round(float(a), 4) for a in row[start:n]] for row in attention]},
@@ -273,9 +274,10 @@ def format_text(doc: dict) -> str:
         top = ", ".join(f"{t['title'] or t['item_id']}" + (" (seen)" if t["seen"] else "") for t in i["top_items"])
         lines.append(f"    top items: {top}")
     for d in ("source", "event_type", "category"):
-        shown = doc["dimensions"][d][:8]
         lines.append("")
-        lines.append(f"{d} weights: " + ", ".join(f"{w['key']} {w['weight']:.3f}" for w in shown))
+        for field, when in (("dimensions", "now"), ("long_term_dimensions", "over time")):
+            shown = doc[field][d][:8]
+            lines.append(f"{d} weights {when}: " + ", ".join(f"{w['key']} {w['weight']:.3f}" for w in shown))
     lines.append("")
     lines.append("nearest users (cosine of profile embeddings): "
                  + ", ".join(f"{n['user_id']} {n['cosine']:.3f}" for n in doc["nearest_users"]))
@@ -309,7 +311,8 @@ def log_run_explanations(spark: SparkSession, config: ProfilingConfig, snapshot_
     users = sum(strong.values())
     keep = max(1, min(1000, int(1000 * 20_000 / max(users, 1))))  # about 20,000 users at most
     source_weights: dict[str, list[float]] = {}
-    for r in weights.where((F.col("dimension") == "source") & (F.abs(F.xxhash64("user_id")) % 1000 < keep)) \
+    for r in weights.where((F.col("dimension") == "source") & (F.col("horizon") == "short")
+                           & (F.abs(F.xxhash64("user_id")) % 1000 < keep)) \
             .select("key", "weight").collect():
         source_weights.setdefault(r["key"], []).append(float(r["weight"]))
     fig = run_summary_figure(strong, source_weights, threshold, config.model.interests)

@@ -11,9 +11,19 @@ timestamp ties, a sprinkle of exact duplicate rows, empty fields, and ~3 % of
 users with no behaviour at all, who can only be profiled from their stated
 preferences and their friends.
 
-Everything is drawn from one ``numpy.random.default_rng(seed)`` in a fixed
-order and the gzip headers carry no timestamp, so the same arguments always
-produce byte-identical files.  Pure numpy + pandas: no Spark, no torch.
+Interests also change: a share of the users with behaviour (``drift_share``)
+*drift*, switching part-way through their history from their sign-up mixture
+A to a second mixture B over categories A does not have, so a profiler has to
+weigh recent behaviour to find what the user likes *now*.  Preferences and the
+social graph stay keyed to A: they record what the user declared at sign-up
+and whom they befriended then, not their later taste.
+
+Everything else is drawn from one ``numpy.random.default_rng(seed)`` in a
+fixed order; the drift has its own ``default_rng([seed, 1])`` so that the main
+draw sequence, and hence every stable user's rows, is the same whatever
+``drift_share`` is (``drift_share=0`` reproduces the drift-free files).  The
+gzip headers carry no timestamp, so the same arguments always produce
+byte-identical files.  Pure numpy + pandas: no Spark, no torch.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ DEVICE_PROBS = np.array([0.65, 0.35])
 
 MIN_MIXTURE, MAX_MIXTURE = 3, 5
 MIN_TOP_GAP = 0.03  # top-3 mixture weights must be this far apart
+DRIFT_WINDOW = (0.25, 0.5)  # a drifting user's switch, as a share of their events
 SILENT_SHARE = 0.03  # users with no behaviour events
 TIE_SHARE = 0.02  # events that reuse the previous event's second
 DUPLICATE_SHARE = 0.005  # events written twice
@@ -57,7 +68,7 @@ FILE_COLUMNS = {
     "preference": ["user_id", "dimension", "key", "value", "ts"],
     "social": ["user_id", "other_user_id", "relation", "ts"],
     "items": ["item_id", "category", "title"],
-    "ground_truth": ["user_id", "category", "weight"],
+    "ground_truth": ["user_id", "category", "weight", "lifetime_weight", "drifting"],
 }
 
 
@@ -77,6 +88,20 @@ class _Mixtures:
         return self.cats[:, 0]
 
 
+@dataclass(frozen=True)
+class _Drift:
+    """Which users drift, when, and to what.
+
+    ``after`` holds each user's mixture from event ``switch[u]`` on: mixture B
+    for drifting users, a copy of A for the others (whose ``switch`` is their
+    event count, so it never takes effect).
+    """
+
+    drifting: np.ndarray  # bool per user
+    switch: np.ndarray  # index of the user's first event drawn from ``after``
+    after: _Mixtures
+
+
 def generate_logs(
     out_dir: str | Path,
     users: int = 2000,
@@ -86,16 +111,22 @@ def generate_logs(
     items_per_category: int = 50,
     events_per_user: tuple[int, int] = (20, 120),
     start_ts: int = 1_700_000_000,
+    drift_share: float = 0.2,
 ) -> dict[str, int]:
     """Write five gzip CSVs of synthetic logs into ``out_dir``.
 
     Files: ``behaviour``, ``preference``, ``social``, ``items`` and
     ``ground_truth`` (each ``<name>.csv.gz``, UTF-8, header row, no index).
-    ``events_per_user`` is an inclusive (low, high) range.  Returns the number
-    of data rows written per file, keyed by the file's stem.
+    ``events_per_user`` is an inclusive (low, high) range.  ``drift_share`` is
+    the share of users with behaviour whose interests drift (see
+    ``_draw_drift``).  The ground truth has one row per (user, category) with
+    ``weight`` (the current mixture), ``lifetime_weight`` (the mixture of the
+    user's whole planted history) and ``drifting``.  Returns the number of data
+    rows written per file, keyed by the file's stem.
     """
-    _validate(users, categories, items_per_category, events_per_user)
+    _validate(users, categories, items_per_category, events_per_user, drift_share)
     rng = np.random.default_rng(seed)
+    drift_rng = np.random.default_rng([seed, 1])  # never the main rng: see the module docstring
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -108,12 +139,13 @@ def generate_logs(
     n_events = rng.integers(events_per_user[0], events_per_user[1] + 1, size=users)
     n_events[silent] = 0
     first_offset = rng.integers(*FIRST_EVENT_WINDOW, size=users)
+    drift = _draw_drift(drift_rng, mix, n_events, drift_share, categories)
 
     frames = {
         "items": _items_frame(item_cat, cat_names),
-        "ground_truth": _ground_truth_frame(mix, user_ids, cat_names),
+        "ground_truth": _ground_truth_frame(mix, drift, n_events, user_ids, cat_names),
         "behaviour": _behaviour_frame(
-            rng, mix, n_events, first_offset, item_rank_to_idx, item_cat,
+            rng, mix, drift, n_events, first_offset, item_rank_to_idx, item_cat,
             user_ids, cat_names, start_ts,
         ),
         "preference": _preference_frame(
@@ -133,7 +165,7 @@ def generate_logs(
 # setup
 
 
-def _validate(users, categories, items_per_category, events_per_user) -> None:
+def _validate(users, categories, items_per_category, events_per_user, drift_share) -> None:
     """Fail early on arguments that cannot carry the planted structure."""
     if users < 2:
         raise ValueError("users must be >= 2 (the social graph needs peers)")
@@ -144,6 +176,8 @@ def _validate(users, categories, items_per_category, events_per_user) -> None:
     low, high = events_per_user
     if not 1 <= low <= high:
         raise ValueError("events_per_user must be (low, high) with 1 <= low <= high")
+    if not 0 <= drift_share <= 1:
+        raise ValueError(f"drift_share must be between 0 and 1, got {drift_share}")
 
 
 def _category_names(categories: int) -> np.ndarray:
@@ -168,21 +202,65 @@ def _item_catalogue(rng, categories: int, per_cat: int) -> tuple[np.ndarray, np.
 def _draw_mixtures(rng, users: int, categories: int) -> _Mixtures:
     """Dirichlet(1) mixtures over 3-5 distinct categories, top-3 identifiable.
 
-    A mixture is redrawn while any of its top three weights is within
-    MIN_TOP_GAP of the next one, so "the user's top-3" is well defined.
+    See ``_draw_weights`` for the gap rule.
     """
     cats = np.full((users, MAX_MIXTURE), -1, dtype=np.int64)
     weights = np.zeros((users, MAX_MIXTURE))
     sizes = rng.integers(MIN_MIXTURE, min(MAX_MIXTURE, categories) + 1, size=users)
     for u, k in enumerate(sizes):
-        while True:
-            w = np.sort(rng.dirichlet(np.ones(k)))[::-1]
-            padded = np.append(w, 0.0)  # a 3-category mixture compares w[2] to 0
-            if np.all(padded[:3] - padded[1:4] >= MIN_TOP_GAP):
-                break
+        weights[u, :k] = _draw_weights(rng, k)
         cats[u, :k] = rng.choice(categories, size=k, replace=False)
-        weights[u, :k] = w
     return _Mixtures(cats, weights)
+
+
+def _draw_weights(rng, k: int) -> np.ndarray:
+    """Dirichlet(1) weights over k slots, sorted descending.
+
+    With k >= 3 they are redrawn while any of the top three is within
+    MIN_TOP_GAP of the next one, so "the user's top-3" is well defined
+    (a 3-slot draw compares w[2] to 0).  Fewer slots cannot have a top-3.
+    """
+    while True:
+        w = np.sort(rng.dirichlet(np.ones(k)))[::-1]
+        padded = np.append(w, 0.0)
+        if k < MIN_MIXTURE or np.all(padded[:3] - padded[1:4] >= MIN_TOP_GAP):
+            return w
+
+
+def _draw_drift(drift_rng, mix: _Mixtures, n_events, drift_share: float, categories: int) -> _Drift:
+    """Pick the drifting users, their new mixture B and their switch event.
+
+    round(drift_share * users with behaviour) of those users drift (silent
+    users have no history to drift in; users whose mixture A already covers
+    every category have nothing to drift to and are skipped, so the count can
+    fall short on tiny catalogues).  B spans 3-5 categories outside A (fewer
+    only if fewer remain), weighted like A.  The switch comes at event
+    s = round(U(0.25, 0.5) * n) of the user's n events in time order: the newer
+    mixture then has at least half of the history to show in (a switch two
+    events before the end is not observable by any profiler), and the older
+    one at least a quarter.
+    """
+    users = len(n_events)
+    size_a = (mix.cats >= 0).sum(axis=1)
+    active = np.flatnonzero(n_events > 0)
+    pool = active[size_a[active] < categories]
+    n_drift = min(round(drift_share * len(active)), len(pool))
+    chosen = np.sort(drift_rng.choice(pool, size=n_drift, replace=False))
+
+    cats, weights = mix.cats.copy(), mix.weights.copy()
+    cats[chosen], weights[chosen] = -1, 0.0
+    for u in chosen:
+        free = np.setdiff1d(np.arange(categories), mix.cats[u])
+        k = min(int(drift_rng.integers(MIN_MIXTURE, MAX_MIXTURE + 1)), len(free))
+        weights[u, :k] = _draw_weights(drift_rng, k)
+        cats[u, :k] = drift_rng.choice(free, size=k, replace=False)
+
+    drifting = np.zeros(users, dtype=bool)
+    drifting[chosen] = True
+    switch = n_events.copy()
+    share = drift_rng.uniform(*DRIFT_WINDOW, size=n_drift)
+    switch[chosen] = np.rint(share * n_events[chosen]).astype(n_events.dtype)
+    return _Drift(drifting, switch, _Mixtures(cats, weights))
 
 
 def _pick_silent_users(rng, top: np.ndarray) -> np.ndarray:
@@ -222,36 +300,64 @@ def _items_frame(item_cat: np.ndarray, cat_names: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _ground_truth_frame(mix: _Mixtures, user_ids, cat_names) -> pd.DataFrame:
-    u, j = np.nonzero(mix.cats >= 0)  # row-major: users in order, heaviest first
+def _ground_truth_frame(mix: _Mixtures, drift: _Drift, n_events, user_ids, cat_names) -> pd.DataFrame:
+    """Current and lifetime weight of every planted (user, category).
+
+    ``weight`` is the mixture in effect now (B for drifting users), which a
+    profile of present interests should recover; ``lifetime_weight`` is
+    f * A + (1 - f) * B with f = switch / events, the expected category mix of
+    the user's whole history, so A's categories stay visible with weight 0.
+    """
+    f = np.ones(len(user_ids))
+    f[drift.drifting] = drift.switch[drift.drifting] / n_events[drift.drifting]
+    ua, ja = np.nonzero(mix.cats >= 0)
+    now_a = np.where(drift.drifting[ua], 0.0, mix.weights[ua, ja])
+    life_a = f[ua] * mix.weights[ua, ja]  # 1.0 * w == w: stable users' two columns agree exactly
+    ub, jb = np.nonzero((drift.after.cats >= 0) & drift.drifting[:, None])
+    now_b = drift.after.weights[ub, jb]
+    life_b = (1.0 - f[ub]) * now_b
+
+    u = np.concatenate([ua, ub])
+    cat = np.concatenate([mix.cats[ua, ja], drift.after.cats[ub, jb]])
+    weight, lifetime = np.concatenate([now_a, now_b]), np.concatenate([life_a, life_b])
+    keep = (weight > 0) | (lifetime > 0)
+    order = np.lexsort((-lifetime[keep], -weight[keep], u[keep]))
+    idx = np.flatnonzero(keep)[order]
     return pd.DataFrame(
         {
-            "user_id": user_ids[u],
-            "category": cat_names[mix.cats[u, j]],
-            "weight": mix.weights[u, j],
+            "user_id": user_ids[u[idx]],
+            "category": cat_names[cat[idx]],
+            "weight": weight[idx],
+            "lifetime_weight": lifetime[idx],
+            "drifting": drift.drifting[u[idx]],
         }
     )
 
 
 def _behaviour_frame(
-    rng, mix, n_events, first_offset, rank_to_idx, item_cat, user_ids, cat_names, start_ts
+    rng, mix, drift, n_events, first_offset, rank_to_idx, item_cat, user_ids, cat_names, start_ts
 ) -> pd.DataFrame:
     """Sample all events at once (vectorised over events, not users).
 
-    Category from the user's mixture, item by Zipf popularity inside it,
-    event type skewed towards buying in the top category, timestamps from
+    Category from the mixture in effect (A, or B from a drifting user's
+    switch event on), item by Zipf popularity inside it, event type skewed
+    towards buying in that mixture's top category, timestamps from
     exponential gaps with planted ties, then a few exact duplicate rows.
     The file is ordered by time across users, like an appended event log.
+    Drift reuses the same uniform draws, so the main rng's sequence, and
+    every stable user's events, do not depend on it.
     """
     ev_user = np.repeat(np.arange(len(n_events)), n_events)
     n = len(ev_user)
     item_ids = _item_ids(len(item_cat))
 
-    cum = np.cumsum(mix.weights, axis=1)
-    cum[mix.cats < 0] = 1.0  # padding is never chosen...
-    cum[np.arange(len(cum)), (mix.cats >= 0).sum(axis=1) - 1] = 1.0  # ...and no round-off gap
-    slot = (cum[ev_user] <= rng.random(n)[:, None]).sum(axis=1)
-    ev_cat = mix.cats[ev_user, slot]
+    # Events are in per-user order here and _event_offsets keeps each user's
+    # times non-decreasing, so the index within the user is the time order.
+    ev_index = np.arange(n) - np.repeat(np.cumsum(n_events) - n_events, n_events)
+    late = ev_index >= drift.switch[ev_user]
+    cum = np.where(late[:, None], _cumulative(drift.after)[ev_user], _cumulative(mix)[ev_user])
+    slot = (cum <= rng.random(n)[:, None]).sum(axis=1)
+    ev_cat = np.where(late, drift.after.cats[ev_user, slot], mix.cats[ev_user, slot])
 
     per_cat = rank_to_idx.shape[1]
     zipf_cdf = np.cumsum(1.0 / np.arange(1, per_cat + 1))
@@ -259,7 +365,7 @@ def _behaviour_frame(
     rank = np.minimum(np.searchsorted(zipf_cdf, rng.random(n), side="right"), per_cat - 1)
     ev_item = rank_to_idx[ev_cat, rank]
 
-    is_top = slot == 0
+    is_top = slot == 0  # of the mixture in effect
     view_cut = np.where(is_top, _TYPE_CDF_TOP[0], _TYPE_CDF_OTHER[0])
     cart_cut = np.where(is_top, _TYPE_CDF_TOP[1], _TYPE_CDF_OTHER[1])
     draw = rng.random(n)
@@ -281,6 +387,14 @@ def _behaviour_frame(
             "value": value[order],
         }
     )
+
+
+def _cumulative(mix: _Mixtures) -> np.ndarray:
+    """Per-user cumulative weights that map a uniform draw to a slot."""
+    cum = np.cumsum(mix.weights, axis=1)
+    cum[mix.cats < 0] = 1.0  # padding is never chosen...
+    cum[np.arange(len(cum)), (mix.cats >= 0).sum(axis=1) - 1] = 1.0  # ...and no round-off gap
+    return cum
 
 
 def _event_offsets(rng, n_events: np.ndarray, first_offset: np.ndarray) -> np.ndarray:

@@ -4,8 +4,9 @@
 the driver reads the registered encoder from MLflow and broadcasts its weights,
 each worker builds it once and keeps it for the batches that follow. One pass produces three tables: ``user_profile_embeddings``,
 the long-format ``user_interest_weights`` (category, event_type and source
-weights: the encoder's event importance summed per key; they sum to 1 per user
-and dimension) and ``user_interest_evidence`` (per interest, the events its
+weights, per user and dimension summing to 1, of two horizons: ``short``, the
+encoder's event importance summed per key, and ``long``, the decayed counts
+over the user's whole history that the sequences stage keeps) and ``user_interest_evidence`` (per interest, the events its
 evidence attention is highest on: why the user has that interest).
 """
 
@@ -345,14 +346,16 @@ def infer_profiles(
     stamp = F.current_timestamp()
     ends = F.lit(None).cast("date").alias("removed_on")
     embeddings = scored.select(
-        "user_id", "embedding", "interest_embeddings", "interest_weights",
+        "user_id", "embedding", "interest_embeddings", "interest_weights", F.lit("short").alias("horizon"),
         F.lit(model_version).alias("model_version"), F.lit(run_id).alias("mlflow_run_id"),
         stamp.alias("computed_at"), ends,
     )
     v_emb = write_snapshot(spark, config, "user_profile_embeddings", embeddings, snapshot_date, run_id)
-    weights = scored.select("user_id", F.explode("dimension_weights").alias("w")).select(
-        "user_id", "w.dimension", "w.key", "w.weight", "w.rank", F.lit(model_version).alias("model_version"), ends
-    )
+    short = scored.select("user_id", F.explode("dimension_weights").alias("w"), F.lit("short").alias("horizon"))
+    long = sequences.select("user_id", F.explode("long_term_weights").alias("w"), F.lit("long").alias("horizon"))
+    weights = short.unionByName(long).select(
+        "user_id", "horizon", "w.dimension", "w.key", "w.weight", "w.rank",
+        F.lit(model_version).alias("model_version"), ends)
     v_w = write_snapshot(spark, config, "user_interest_weights", weights, snapshot_date, run_id)
     v_ev = write_snapshot(spark, config, "user_interest_evidence",
                           _evidence_rows(scored, model.vocabulary).withColumns(

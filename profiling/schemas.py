@@ -31,7 +31,8 @@ _SIMPLE = {
 
 
 def spark_type(name: str) -> T.DataType:
-    """Parse the small type language of the contracts: simple types, ``array<...>`` and ``map<simple,...>``."""
+    """Parse the small type language of the contracts: simple types, ``array<...>``, ``map<simple,...>`` and
+    ``struct<name:type,...>``."""
     name = name.strip()
     match = re.fullmatch(r"array<(.+)>", name)
     if match:
@@ -39,9 +40,24 @@ def spark_type(name: str) -> T.DataType:
     match = re.fullmatch(r"map<(\w+),(.+)>", name)
     if match:
         return T.MapType(spark_type(match.group(1)), spark_type(match.group(2)))
+    match = re.fullmatch(r"struct<(.+)>", name)
+    if match:
+        fields = [f.split(":", 1) for f in _top_level(match.group(1))]
+        return T.StructType([T.StructField(n.strip(), spark_type(t)) for n, t in fields])
     if name not in _SIMPLE:
         raise ValueError(f"unknown type {name!r} in {SCHEMAS_DIR}")
     return _SIMPLE[name]
+
+
+def _top_level(fields: str) -> list[str]:
+    """``fields`` split at the commas outside any ``<...>``."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(fields):
+        depth += (c == "<") - (c == ">")
+        if c == "," and depth == 0:
+            parts.append(fields[start:i])
+            start = i + 1
+    return [*parts, fields[start:]]
 
 
 @dataclass(frozen=True)

@@ -265,6 +265,38 @@ def assemble_sequences(indexed: DataFrame, users: DataFrame, max_len: int, behav
     )
 
 
+LONG_TERM_DIMENSIONS = ("category", "event_type", "source")
+LONG_TERM_TYPE = "array<struct<dimension:string,rank:int,key:string,weight:double>>"
+
+
+def long_term_weights(events: DataFrame, half_life_days: float | None) -> DataFrame:
+    """(user_id, long_term_weights): per user, every event they ever had (not only the ``max_len`` kept)
+    counted ``2^(-days older than their newest dated event / half_life_days)`` (undated ones as the newest:
+    ``profiling.decay``'s rule), summed per category, event type and source and normalised to 1 per
+    dimension, ranked. Category weights count the user's own events, the circle's only for users with no
+    categorised event of their own, as the short-term weights do (``profiling.infer``)."""
+    per_user = Window.partitionBy("user_id")
+    newest = F.max(F.when(F.col("ts") > 0, F.col("ts"))).over(per_user)
+    factor = F.lit(1.0) if half_life_days is None else F.coalesce(
+        F.pow(F.lit(2.0), -(newest - F.col("ts")) / F.lit(86_400.0 * half_life_days)), F.lit(1.0))
+    own_category = (F.col("source") != "social") & F.col("category").isNotNull()
+    weighted = events.select(
+        "user_id", "category", "event_type", "source", factor.alias("factor"),
+        F.max(own_category.cast("int")).over(per_user).alias("has_own"), own_category.alias("own"))
+    keyed = weighted.select("user_id", "factor", F.explode(F.array(
+        F.struct(F.lit("category").alias("dimension"), F.when(F.col("own") | (F.col("has_own") == 0),
+                                                              F.col("category")).alias("key")),
+        *[F.struct(F.lit(d).alias("dimension"), F.col(d).alias("key")) for d in LONG_TERM_DIMENSIONS[1:]],
+    )).alias("t")).select("user_id", "t.dimension", "t.key", "factor").where(F.col("key").isNotNull())
+    sums = keyed.groupBy("user_id", "dimension", "key").agg(F.sum("factor").alias("mass"))
+    per_dimension = Window.partitionBy("user_id", "dimension")
+    ranked = sums.select(
+        "user_id", "dimension", "key", (F.col("mass") / F.sum("mass").over(per_dimension)).alias("weight"),
+        F.row_number().over(per_dimension.orderBy(F.desc("mass"), "key")).cast("int").alias("rank"))
+    return ranked.groupBy("user_id").agg(F.sort_array(F.collect_list(
+        F.struct("dimension", "rank", "key", "weight"))).alias("long_term_weights"))
+
+
 def build_user_sequences(
     spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date, run_id: str | None = None,
     full_refresh: bool = False,
@@ -290,6 +322,8 @@ def build_user_sequences(
     behaviour_idx = vocab.where((F.col("dimension") == "source") & (F.col("key") == "behaviour")).select("idx").first()
     sequences = assemble_sequences(
         _index(events, vocab), users, config.sequences.max_len, behaviour_idx["idx"] if behaviour_idx else -1
+    ).join(long_term_weights(events, config.profile.long_half_life_days), "user_id", "left").withColumn(
+        "long_term_weights", F.coalesce("long_term_weights", F.array().cast(LONG_TERM_TYPE))
     ).withColumn("removed_on", F.lit(None).cast("date")).repartition(
         max(config.spark.shuffle_partitions, config.train.num_processes * 2), "user_id")
     v_seq = write_snapshot(spark, config, "user_sequences", sequences, snapshot_date, run_id)

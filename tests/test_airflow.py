@@ -151,8 +151,9 @@ def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> None:
         frame.to_csv(folder / f"{log}.csv.gz", index=False, compression="gzip")
 
 
-def _later_days(logs: Path) -> str:
-    """Days 2 and 3 from day 1's folder; returns the user whose frequencies day 2 changes."""
+def _later_days(logs: Path) -> tuple[str, str]:
+    """Days 2 and 3 from day 1's folder; returns the user whose frequencies day 2 changes, and the category
+    of the item it repeats."""
     day1 = _read(logs / FIRST)
     behaviour, preference, social, items = (day1[log] for log in ("behaviour", "preference", "social", "items"))
     start = int(behaviour["ts"].astype(int).max()) + 3600
@@ -177,7 +178,7 @@ def _later_days(logs: Path) -> str:
     more = behaviour.head(3).assign(ts=[str(start + 200 + i) for i in range(3)])
     _write(logs / THIRD, {"behaviour": more, "preference": preference[preference["user_id"] != LEAVER],
                           "social": pd.concat([social, edge])})
-    return changed
+    return changed, repeat["category"].iloc[0]
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def days(airflow_env, tmp_path_factory) -> dict:
     preference = pd.read_csv(logs / FIRST / "preference.csv.gz", dtype=str, keep_default_na=False)
     pd.concat([preference, preference.head(1).assign(user_id=LEAVER)]).to_csv(
         logs / FIRST / "preference.csv.gz", index=False, compression="gzip")
-    changed = _later_days(logs)
+    changed, changed_category = _later_days(logs)
     config = root / "profiling.yaml"
     config.write_text(
         f"base: {REPO / 'conf' / 'default.yaml'}\n"
@@ -204,7 +205,7 @@ def days(airflow_env, tmp_path_factory) -> dict:
         _dags_test(airflow_env, date, config)
     state = _dag_state(airflow_env, config)  # each day's branch is in its task states
     return {"config": config, "work": root / "work", "states": state["states"], "due": state["training_due"],
-            "changed": changed}
+            "changed": changed, "changed_category": changed_category}
 
 
 def _partition_users(frame: pd.DataFrame, date: str) -> set[str]:
@@ -249,6 +250,16 @@ def test_day_two_rebuilds_and_rescores_only_the_users_its_rows_reach(days):
     assert metrics[FIRST]["full_refresh"] == 1 and metrics[SECOND]["full_refresh"] == 0
     assert metrics[FIRST]["unseen_items"] == 0
     assert metrics[SECOND]["unseen_items"] == len(NEW_ITEMS) and metrics[SECOND]["unseen_share"] > 0
+
+
+def test_day_two_moves_the_long_term_weights_of_the_user_whose_frequencies_changed(days):
+    weights = table_frame(days["work"], "user_interest_weights")
+    theirs = weights[(weights["user_id"] == days["changed"]) & (weights["horizon"] == "long")
+                     & (weights["dimension"] == "category")]
+    by_day = {day: theirs[theirs["snapshot_date"].astype(str) == day].set_index("key")["weight"]
+              for day in (FIRST, SECOND)}
+    assert by_day[SECOND][days["changed_category"]] > by_day[FIRST].get(days["changed_category"], 0.0)
+    assert abs(by_day[SECOND].sum() - 1) < 1e-9
 
 
 def test_day_three_ends_the_profile_of_the_user_gone_from_every_log(days):

@@ -159,7 +159,7 @@ def _profiles(spark, day: dt.date) -> dict[str, tuple]:
 
 
 def _weights(spark, day: dt.date) -> dict[tuple, float]:
-    return {(r["user_id"], r["dimension"], r["key"]): r["weight"]
+    return {(r["user_id"], r["horizon"], r["dimension"], r["key"]): r["weight"]
             for r in _snapshot(spark, "user_interest_weights", day).collect()}
 
 

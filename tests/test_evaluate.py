@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profiling.evaluate import cold_window, in_cold_start_sample, interest_fidelity
+from profiling.evaluate import cold_window, drift_fidelity, in_cold_start_sample, interest_fidelity
 from profiling.model.inputs import FEATURES
 
 from conftest import SNAPSHOT
@@ -106,6 +106,26 @@ def test_fidelity_figures_are_reported_for_generated_data(evaluation):
     assert math.isnan(spearman) or -1 <= spearman <= 1  # NaN: every user kept as many interests
     assert 1 <= evaluation.fidelity["interests_mean"] <= 3  # the pipeline's model.interests
     assert evaluation.fidelity["interests_max_cosine"] <= 0.95  # the merge left no near-duplicate pair (4 decimals)
+
+
+def test_drift_figures_count_the_drifting_users_and_fidelity_the_stable_ones(evaluation, input_dir):
+    truth = pd.read_csv(input_dir / "ground_truth.csv.gz")
+    drifting = truth.groupby("user_id")["drifting"].first()
+    assert evaluation.fidelity["users"] == (~drifting).sum()  # every stable user has category weights
+    assert 0 < evaluation.fidelity["drift_users"] == drifting.sum()
+    assert 0 <= evaluation.fidelity["drift_top1_short"] <= 1 and 0 <= evaluation.fidelity["drift_top1_long"] <= 1
+
+
+def test_drift_fidelity_on_hand_made_weights():
+    # Both users moved from {x, y} to {z, w}.
+    truth = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 4, "category": ["z", "w", "x", "y"] * 2,
+                          "weight": [0.6, 0.4, 0.0, 0.0] * 2, "lifetime_weight": [0.3, 0.2, 0.3, 0.2] * 2})
+    rows = [("a", "short", "z", 0.7), ("a", "short", "x", 0.3),  # now z: right
+            ("a", "long", "x", 0.4), ("a", "long", "z", 0.35), ("a", "long", "y", 0.25),  # x and z: both
+            ("b", "short", "y", 0.6), ("b", "short", "w", 0.4),  # now y: wrong
+            ("b", "long", "x", 0.5), ("b", "long", "y", 0.3), ("b", "long", "q", 0.2)]  # no z or w: wrong
+    weights = pd.DataFrame(rows, columns=["user_id", "horizon", "key", "weight"])
+    assert drift_fidelity(weights, truth) == {"drift_users": 2, "drift_top1_short": 0.5, "drift_top1_long": 0.5}
 
 
 def test_interest_fidelity_on_hand_made_weights():

@@ -125,7 +125,8 @@ def test_explain_json_validates_and_agrees_with_the_tables(pipeline, spark, conf
         assert sum(c["share"] for c in interest["categories"]) <= 1 + 1e-3
     source = _snapshot(spark, config, "user_interest_weights").where(
         (F.col("user_id") == "buyer") & (F.col("dimension") == "source")).orderBy("rank").toPandas()
-    assert [w["key"] for w in buyer_doc["dimensions"]["source"]] == list(source["key"])
+    for field, horizon in (("dimensions", "short"), ("long_term_dimensions", "long")):
+        assert [w["key"] for w in buyer_doc[field]["source"]] == list(source[source["horizon"] == horizon]["key"])
     attention = np.asarray(buyer_doc["recent_events"]["attention"])
     assert attention.shape == (len(buyer_doc["interests"]), len(buyer_doc["recent_events"]["events"]))
     assert len(buyer_doc["recent_events"]["events"]) == config.explain.recent_events

@@ -23,7 +23,7 @@ EXPECTED_COLUMNS = {
     "preference": ["user_id", "dimension", "key", "value", "ts"],
     "social": ["user_id", "other_user_id", "relation", "ts"],
     "items": ["item_id", "category", "title"],
-    "ground_truth": ["user_id", "category", "weight"],
+    "ground_truth": ["user_id", "category", "weight", "lifetime_weight", "drifting"],
 }
 
 
@@ -43,14 +43,34 @@ def generated(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mixture(generated):
-    """user_id -> list of planted categories, heaviest first."""
-    gt = generated[2]["ground_truth"].sort_values(["user_id", "weight"], ascending=[True, False])
-    return gt.groupby("user_id")["category"].agg(list).to_dict()
+    """user_id -> sign-up mixture A, heaviest first: what preferences and friends follow.
+
+    A drifting user's A is in the ground truth with weight 0 and a positive
+    lifetime weight (f times A's weight, so the order is A's).
+    """
+    gt = generated[2]["ground_truth"]
+    a = gt[~gt["drifting"] | (gt["weight"] == 0)]
+    a = a.sort_values(["user_id", "lifetime_weight"], ascending=[True, False])
+    return a.groupby("user_id")["category"].agg(list).to_dict()
 
 
 @pytest.fixture(scope="module")
 def top_category(mixture):
     return {u: cats[0] for u, cats in mixture.items()}
+
+
+@pytest.fixture(scope="module")
+def drifting(generated):
+    gt = generated[2]["ground_truth"]
+    return set(gt.loc[gt["drifting"], "user_id"])
+
+
+def _drift_sets(gt: pd.DataFrame) -> dict[str, tuple[set, set]]:
+    """Drifting user_id -> (categories of A, categories of B), from the ground truth."""
+    d = gt[gt["drifting"]]
+    a = d[(d["lifetime_weight"] > 0) & (d["weight"] == 0)].groupby("user_id")["category"].agg(set)
+    b = d[d["weight"] > 0].groupby("user_id")["category"].agg(set)
+    return {u: (a.get(u, set()), b[u]) for u in b.index}
 
 
 def test_files_exist_with_exact_headers(generated):
@@ -123,34 +143,44 @@ def test_item_ids_keep_one_width_past_five_digits(tmp_path):
 
 def test_ground_truth_mixtures(generated):
     gt = generated[2]["ground_truth"]
-    sums = gt.groupby("user_id")["weight"].sum()
-    np.testing.assert_allclose(sums, 1.0, atol=1e-9)
-    sizes = gt.groupby("user_id").size()
+    assert gt["drifting"].dtype == bool
+    assert not gt.duplicated(["user_id", "category"]).any()
+    assert ((gt["weight"] > 0) | (gt["lifetime_weight"] > 0)).all()
+    for column in ("weight", "lifetime_weight"):
+        np.testing.assert_allclose(gt.groupby("user_id")[column].sum(), 1.0, atol=1e-9)
+    stable = gt[~gt["drifting"]]
+    assert (stable["weight"] == stable["lifetime_weight"]).all() and (stable["weight"] > 0).all()
+    # Users in order, then current weight descending, then lifetime weight descending.
+    expected = gt.sort_values(["user_id", "weight", "lifetime_weight"], ascending=[True, False, False])
+    assert (gt.index == expected.index).all()
+    current = gt[gt["weight"] > 0]  # A for stable users, B for drifting ones
+    sizes = current.groupby("user_id").size()
     assert sizes.between(3, 5).all()
     assert sizes.nunique() == 3  # all of 3, 4 and 5 occur
-    assert not gt.duplicated(["user_id", "category"]).any()
-    assert (gt["weight"] > 0).all()
-    for _, w in gt.groupby("user_id")["weight"]:
+    for _, w in current.groupby("user_id")["weight"]:
         w = np.sort(w.to_numpy())[::-1]
         gaps = w[:3] - np.append(w, 0.0)[1:4]
         assert (gaps >= 0.03 - 1e-12).all(), w
 
 
-def test_behaviour_categories_follow_mixture_and_catalogue(generated, mixture):
+def test_behaviour_categories_follow_mixture_and_catalogue(generated):
     _, _, f = generated
-    beh, items = f["behaviour"], f["items"]
+    beh, items, gt = f["behaviour"], f["items"], f["ground_truth"]
     item_cat = items.set_index("item_id")["category"]
     assert beh["item_id"].isin(item_cat.index).all()
     assert (beh["category"].to_numpy() == item_cat.loc[beh["item_id"]].to_numpy()).all()
-    in_mix = [c in mixture[u] for u, c in zip(beh["user_id"], beh["category"])]
+    planted = gt.groupby("user_id")["category"].agg(set)  # A and, for drifting users, B
+    in_mix = [c in planted[u] for u, c in zip(beh["user_id"], beh["category"])]
     assert all(in_mix)
 
 
-def test_top_category_dominates_behaviour(generated, top_category):
-    """The planted top category should be the most frequent one for most users."""
-    beh = generated[2]["behaviour"]
+def test_top_category_dominates_behaviour(generated):
+    """The planted lifetime top category should be the most frequent one for most users."""
+    beh, gt = generated[2]["behaviour"], generated[2]["ground_truth"]
+    lifetime_top = (gt.sort_values(["user_id", "lifetime_weight"], ascending=[True, False])
+                    .drop_duplicates("user_id").set_index("user_id")["category"])
     modal = beh.groupby("user_id")["category"].agg(lambda s: s.value_counts().idxmax())
-    hits = np.mean([modal[u] == top_category[u] for u in modal.index])
+    hits = np.mean([modal[u] == lifetime_top[u] for u in modal.index])
     assert hits > 0.7
 
 
@@ -160,7 +190,7 @@ def test_popularity_is_skewed(generated):
     assert ratio.median() > 4
 
 
-def test_event_types_and_values(generated, top_category):
+def test_event_types_and_values(generated, top_category, drifting):
     beh = generated[2]["behaviour"]
     share = beh["event_type"].value_counts(normalize=True)
     assert set(share.index) == {"view", "cart", "buy"}
@@ -170,8 +200,9 @@ def test_event_types_and_values(generated, top_category):
     is_view = beh["event_type"] == "view"
     assert beh.loc[is_view, "value"].isna().all()
     assert (beh.loc[~is_view, "value"] > 0).all()
-    is_top = beh["category"] == beh["user_id"].map(top_category)
-    buy = beh["event_type"] == "buy"
+    stable = beh[~beh["user_id"].isin(drifting)]  # a drifting user's top changes at the switch
+    is_top = stable["category"] == stable["user_id"].map(top_category)
+    buy = stable["event_type"] == "buy"
     assert buy[is_top].mean() > 1.5 * buy[~is_top].mean()
 
 
@@ -270,8 +301,84 @@ def test_social_graph(generated, top_category):
 @pytest.mark.parametrize(
     "kwargs",
     [{"users": 1}, {"categories": 2}, {"items_per_category": 0}, {"events_per_user": (5, 2)},
-     {"events_per_user": (0, 3)}],
+     {"events_per_user": (0, 3)}, {"drift_share": -0.1}, {"drift_share": 1.5}],
 )
 def test_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_logs(tmp_path, **{"users": 20, **kwargs})
+
+
+# --------------------------------------------------------------------------
+# drift
+
+
+def test_drift_share_of_active_users(generated, drifting):
+    beh = generated[2]["behaviour"]
+    active = set(beh["user_id"])
+    assert len(drifting) == round(0.2 * len(active)) > 0
+    assert drifting <= active  # silent users never drift
+
+
+def test_drift_mixtures_disjoint_and_lifetime_matches_events(generated, drifting):
+    beh, gt = generated[2]["behaviour"], generated[2]["ground_truth"]
+    sets = _drift_sets(gt)
+    assert set(sets) == drifting
+    events = beh.drop_duplicates()
+    for u, (a, b) in sets.items():
+        assert a and 3 <= len(b) <= 5
+        assert not a & b
+        rows = gt[gt["user_id"] == u]
+        assert rows["lifetime_weight"].sum() == pytest.approx(1.0, abs=1e-9)
+        a_share = rows.loc[rows["category"].isin(a), "lifetime_weight"].sum()
+        cats = events.loc[events["user_id"] == u, "category"]
+        # A and B are disjoint, so the events in A are exactly the s before the switch.
+        assert cats.isin(a).mean() == pytest.approx(a_share, abs=1 / len(cats) + 1e-9)
+        assert 0.25 - 1 / len(cats) <= a_share <= 0.5 + 1 / len(cats)
+
+
+def test_drifting_users_switch_from_a_to_b(generated):
+    beh, gt = generated[2]["behaviour"], generated[2]["ground_truth"]
+    events = beh.drop_duplicates()  # the file is in time order; ties keep each user's order
+    for u, (a, b) in _drift_sets(gt).items():
+        cats = events.loc[events["user_id"] == u, "category"].to_numpy()
+        s = int(np.isin(cats, list(a)).sum())
+        assert np.isin(cats[:s], list(a)).all(), u  # before the switch: A only
+        assert np.isin(cats[s:], list(b)).all(), u  # from the switch on: B only
+        assert len(cats) - s >= len(cats) / 2 - 1  # B has at least half the history
+
+
+def _lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return fh.read().splitlines()
+
+
+def test_drift_leaves_stable_users_byte_identical(tmp_path):
+    """The drift rng is separate: stable users' rows equal the drift-free output's."""
+    plain, drifted = tmp_path / "plain", tmp_path / "drifted"
+    generate_logs(plain, users=80, seed=5, drift_share=0)
+    generate_logs(drifted, users=80, seed=5, drift_share=0.5)
+    gt0, gt = _read(plain, "ground_truth"), _read(drifted, "ground_truth")
+    assert not gt0["drifting"].any() and (gt0["weight"] == gt0["lifetime_weight"]).all()
+    moved = set(gt.loc[gt["drifting"], "user_id"])
+    assert len(moved) == round(0.5 * _read(plain, "behaviour")["user_id"].nunique())
+    for name in ("items", "preference", "social"):  # keyed to the sign-up mixture
+        assert (plain / f"{name}.csv.gz").read_bytes() == (drifted / f"{name}.csv.gz").read_bytes()
+    for name in ("behaviour", "ground_truth"):
+        before, after = _lines(plain / f"{name}.csv.gz"), _lines(drifted / f"{name}.csv.gz")
+        assert before[0] == after[0]
+        stable_before = [line for line in before[1:] if line.split(",", 1)[0] not in moved]
+        stable_after = [line for line in after[1:] if line.split(",", 1)[0] not in moved]
+        assert stable_before == stable_after and stable_before
+        assert set(before) - set(stable_before) != set(after) - set(stable_after)  # drifting users' rows did change
+
+
+def test_drift_needs_free_categories(tmp_path):
+    """A mixture covering the whole catalogue has nothing to drift to; B shrinks to what is left."""
+    generate_logs(tmp_path, users=60, seed=2, categories=4, events_per_user=(8, 12), drift_share=1)
+    gt, beh = _read(tmp_path, "ground_truth"), _read(tmp_path, "behaviour")
+    sizes_a = gt[~gt["drifting"] | (gt["weight"] == 0)].groupby("user_id").size()
+    active = set(beh["user_id"])
+    eligible = {u for u in active if sizes_a[u] == 3}
+    assert set(gt.loc[gt["drifting"], "user_id"]) == eligible and eligible
+    b = gt[gt["drifting"] & (gt["weight"] > 0)]
+    assert (b.groupby("user_id").size() == 1).all() and (b["weight"] == 1.0).all()

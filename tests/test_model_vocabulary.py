@@ -78,7 +78,7 @@ def test_users_whose_events_did_not_change_keep_their_profile(next_day, spark, c
         for column in ("embedding", "interest_weights"):
             np.testing.assert_allclose(np.stack(second.loc[user, column]), np.stack(first.loc[user, column]),
                                        atol=1e-5, err_msg=f"{user} {column}")
-    weights = [_rows(spark, "user_interest_weights", d, db).query("dimension == 'category' and rank == 1")
+    weights = [_rows(spark, "user_interest_weights", d, db).query("horizon == 'short' and dimension == 'category' and rank == 1")
                .set_index("user_id")["key"] for d, db in ((SNAPSHOT, config.catalog.database), (NEXT_DAY, DATABASE))]
     assert (weights[1][weights[0].index] == weights[0]).all()
 

@@ -121,21 +121,23 @@ def test_profile_embeddings_have_the_contract_shape(pipeline, spark, config):
     assert set(rows["model_version"]) == {pipeline.train.model_version}
 
 
-def test_interest_weights_sum_to_one_per_user_and_dimension_with_dense_ranks(pipeline, spark, config):
+def test_interest_weights_sum_to_one_per_user_horizon_and_dimension_with_dense_ranks(pipeline, spark, config):
     weights = _snapshot(spark, config, "user_interest_weights").toPandas()
     assert set(weights["dimension"]) == {"category", "event_type", "source"}
     assert "<none>" not in set(weights["key"])
-    grouped = weights.groupby(["user_id", "dimension"])
+    horizons = weights.groupby("user_id")["horizon"].agg(set)
+    assert (horizons == {"short", "long"}).all() and len(horizons) == pipeline.infer.users
+    grouped = weights.groupby(["user_id", "horizon", "dimension"])
     assert np.allclose(grouped["weight"].sum(), 1.0, atol=1e-6)
     assert (grouped["rank"].apply(lambda r: sorted(r) == list(range(1, len(r) + 1)))).all()
-    top = weights[weights["rank"] == 1].set_index(["user_id", "dimension"])["weight"].sort_index()
+    top = weights[weights["rank"] == 1].set_index(["user_id", "horizon", "dimension"])["weight"].sort_index()
     assert np.allclose(top.to_numpy(), grouped["weight"].max().sort_index().to_numpy())
 
 
 def test_planted_top_category_leads_the_category_weights_for_most_users(pipeline, spark, config, input_dir):
     truth = pd.read_csv(input_dir / "ground_truth.csv.gz").sort_values("weight").groupby("user_id").tail(1)
     weights = _snapshot(spark, config, "user_interest_weights").where(
-        (F.col("dimension") == "category") & (F.col("rank") <= 3)).toPandas()
+        (F.col("horizon") == "short") & (F.col("dimension") == "category") & (F.col("rank") <= 3)).toPandas()
     top3 = weights.groupby("user_id")["key"].apply(set)
     hits = [row.category in top3.get(row.user_id, set()) for row in truth.itertuples()]
     assert np.mean(hits) > 0.6
@@ -143,13 +145,31 @@ def test_planted_top_category_leads_the_category_weights_for_most_users(pipeline
 
 def test_weights_move_when_the_data_says_so(pipeline, spark, config, input_dir):
     buyer_category, _ = (input_dir / "planted.txt").read_text().split(",")
-    weights = _snapshot(spark, config, "user_interest_weights").toPandas().set_index(["user_id", "dimension", "key"])
+    weights = _snapshot(spark, config, "user_interest_weights").where(F.col("horizon") == "short").toPandas() \
+        .set_index(["user_id", "dimension", "key"])
     top = weights[weights["rank"] == 1].reset_index().set_index(["user_id", "dimension"])["key"]
     # 30 purchases in one category put it on top, and purchases on top of the buyer's event types.
     assert top[("buyer", "category")] == buyer_category
     assert top[("buyer", "event_type")] == "buy"
     # One event of their own and a circle that shares a category: the profile rests on the social log.
     assert weights.loc[("lonely", "source", "social"), "weight"] > 0.5
+
+
+def test_long_term_weights_count_every_event_the_window_left_out_each_decayed(pipeline, spark, config, input_dir):
+    buyer_category, _ = (input_dir / "planted.txt").read_text().split(",")
+    behaviour = _input(input_dir, "behaviour")
+    own = behaviour[behaviour["user_id"] == "buyer"].astype({"ts": "int64"})
+    assert len(own) > config.sequences.max_len  # the window keeps the 30 newest: the buys
+    factor = np.exp2(-(own["ts"].max() - own["ts"]) / 86_400 / config.profile.long_half_life_days)
+    expected = factor.groupby(own["category"]).sum() / factor.sum()
+    weights = _snapshot(spark, config, "user_interest_weights").where(
+        (F.col("user_id") == "buyer") & (F.col("dimension") == "category")).toPandas()
+    short = weights[weights["horizon"] == "short"].set_index("key")["weight"]
+    long = weights[weights["horizon"] == "long"].sort_values("rank").set_index("key")["weight"]
+    assert list(short.index) == [buyer_category]  # the older views fell out of the window...
+    assert set(long.index) == set(expected.index) and len(long) > 1  # ...but not out of the long term
+    np.testing.assert_allclose(long.to_numpy(), expected[long.index].to_numpy(), rtol=1e-9)
+    assert long.index[0] == buyer_category
 
 
 def test_sequences_are_time_ordered_with_leave_last_out_targets(pipeline, spark, config):
