@@ -1,9 +1,12 @@
 """Airflow DAG ``profiling_daily``: ingest → sequences → infer, every day, where sequences is the daily
 refresh (the users the day's changes reach), or, when a model is due, a full refresh followed by train
-(infer then rescores everyone under the new model, and evaluate measures it); then, once a week,
+and evaluate (the promotion gate: the new version becomes ``current`` only if it ranks the test targets
+no worse than the current one, within ``mlflow.promotion_tolerance``; then its test figures), before
+infer, which scores with ``current``, so a worse model never reaches the profiles; then, once a week,
 maintain (OPTIMIZE and VACUUM of every table). Evaluate runs on training days only: it ranks every
 user's test target and fits ALS on the whole behaviour log, a cost that does not shrink with the day's
-changes, and between trainings the model it would measure is the same.
+changes, and between trainings the model it would measure is the same. A rejected version leaves
+``current`` as old as it was, so the next day trains again, on newer logs.
 
 Each stage is a ``spark-submit`` of its ``jobs/`` entry point (SparkSubmitOperator, connection
 ``profiling_spark``), for the snapshot date of the run's data interval (``{{ ds }}``). Training runs
@@ -139,9 +142,9 @@ with DAG(
     sequences = spark_stage("sequences")
     full_refresh = spark_stage("sequences", task_id="full_refresh", args=("--full-refresh",))
     train = spark_stage("train")
-    # One of sequences and train runs (the other branch is skipped): infer scores after either.
+    evaluate = spark_stage("evaluate")  # the promotion gate, after train: skipped with it
+    # One of sequences and evaluate runs (the other branch is skipped): infer scores after either.
     infer = spark_stage("infer", trigger_rule="none_failed_min_one_success")
-    evaluate = spark_stage("evaluate")  # after train and infer: skipped with train
     check_maintenance_day = ShortCircuitOperator(
         task_id="check_maintenance_day",
         python_callable=maintenance_due,
@@ -150,6 +153,5 @@ with DAG(
     maintain = spark_stage("maintain")
 
     ingest >> check_model_age >> [sequences, full_refresh]
-    full_refresh >> train >> infer
+    full_refresh >> train >> evaluate >> infer
     sequences >> infer >> check_maintenance_day >> maintain
-    [train, infer] >> evaluate

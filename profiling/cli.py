@@ -74,7 +74,7 @@ def _resolve(config: Path | None, workdir: Path | None, sets: list[str] | None,
         layers.append(Layer("--workdir", {"workdir": str(workdir)}))
     if input_dir is not None:
         layers.append(Layer("--input", {"input": {"dir": str(input_dir)}}))
-    return resolve_config(config, layers)
+    return resolve_config(config, layers, os.environ)
 
 
 def _config(config: Path | None, workdir: Path | None, sets: list[str] | None,
@@ -223,19 +223,22 @@ def evaluate(
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Leave-last-out, full-ranking test metrics of the encoder, most-popular and ALS."""
+    """Leave-last-out, full-ranking test metrics of the encoder, most-popular and ALS. Without
+    --model-version, a newly trained version awaiting the promotion gate is decided on first."""
     from profiling.tracking import registered_version
 
     cfg = _existing_workdir(_config(config, workdir, set_))
     date = parse_snapshot_date(snapshot_date)
     if ground_truth is not None and not ground_truth.is_file():
         raise ConfigError(f"--ground-truth {ground_truth} does not exist")
-    version = registered_version(cfg, model_version)
+    registered_version(cfg, model_version)  # before Spark starts: a version that is not there is one line
     from profiling.pipeline import run_evaluate
-    result = run_evaluate(_session(cfg, verbose, "evaluate"), cfg, date, version, ground_truth)
+    result = run_evaluate(_session(cfg, verbose, "evaluate"), cfg, date, model_version, ground_truth)
     if json_:
         typer.echo(json.dumps(result.to_dict()))
         return
+    if result.promotion is not None:
+        typer.echo(result.promotion.line())
     typer.echo(f"{result.dataset}: {result.users_evaluated} users evaluated (test targets, full ranking)")
     keys = list(result.models["profiling"])
     typer.echo(f"{'model':<12}" + "".join(f"{k:>11}" for k in keys))
@@ -310,6 +313,20 @@ def explain(
         log.info("figure written to %s", png)
 
 
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option("--version", help="Registered version to make @current")],
+    config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None,
+) -> None:
+    """Move @current to a registered version by hand, whatever the promotion gate decided."""
+    from profiling.tracking import promote as move_current, registered_version
+
+    cfg = _config(config, workdir, set_)
+    registered_version(cfg, version)
+    move_current(cfg, version)
+    typer.echo(json.dumps({"registered_model": cfg.mlflow.registered_model, "current": version}))
+
+
 @app.command("current-model")
 def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: SetOpt = None) -> None:
     """Print the registered encoder carrying @current and its age in days (JSON; version null if none)."""
@@ -321,7 +338,7 @@ def current_model(config: ConfigOpt = None, workdir: WorkdirOpt = None, set_: Se
 @app.command()
 def run(config: ConfigOpt = None, workdir: WorkdirOpt = None, snapshot_date: DateOpt = None,
         set_: SetOpt = None, input_dir: InputOpt = None, verbose: VerboseOpt = False) -> None:
-    """Run every stage: ingest, sequences, train, infer."""
+    """Run every stage: ingest, sequences, train, the promotion gate, infer."""
 
     cfg = _config(config, workdir, set_, input_dir)
     date = parse_snapshot_date(snapshot_date)

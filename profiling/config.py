@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -119,10 +119,15 @@ class CatalogConfig(_Section):
 
 class MlflowConfig(_Section):
     tracking_uri: str | None = Field(None, description=(
-        "MLflow tracking URI; null: sqlite:///<workdir>/mlflow.db with artifacts in <workdir>/mlartifacts."))
+        "MLflow tracking URI (a server: http://host:5000); null: the environment's MLFLOW_TRACKING_URI if set, "
+        "else sqlite:///<workdir>/mlflow.db with artifacts in <workdir>/mlartifacts."))
     experiment: str = Field("profiling", description="MLflow experiment of every run.")
     registered_model: str = Field("profiling-encoder", description=(
-        "Registered model name of the encoder; the newest trained version carries the alias current."))
+        "Registered model name of the encoder; infer scores with the version carrying the alias current, and "
+        "a newly trained one carries challenger until the promotion gate decides."))
+    promotion_tolerance: float = Field(0.005, ge=0.0, le=1.0, description=(
+        "Promotion gate: a challenger becomes current when its test NDCG@10 is at least the current version's "
+        "minus this, both ranking the same snapshot's test targets (evaluate, and the pipeline after train)."))
 
 
 class SequencesConfig(_Section):
@@ -297,7 +302,11 @@ class ProfilingConfig(_Section):
         return self.mlflow.tracking_uri or f"sqlite:///{self.workdir_path / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: the workdir's for a local store; the server's own
+        (its --default-artifact-root or served artifacts) for a tracking server."""
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
         return (self.workdir_path / "mlartifacts").as_uri()
 
     def flat(self) -> dict[str, str]:
@@ -415,8 +424,8 @@ class Layer:
     """Settings from one origin, nested as in a config file; a later layer wins key by key.
 
     A config resolves from the models' defaults, then its files (``file <path>``, the ``base:`` chain
-    first), then the command line (``--set``, ``--workdir``, ``--input``). A new origin, such as the
-    environment, is one more layer in that list.
+    first), then the environment for settings the files leave null (``environment <VARIABLE>``), then
+    the command line (``--set``, ``--workdir``, ``--input``).
     """
 
     origin: str
@@ -458,13 +467,31 @@ class ResolvedConfig:
         return {key: set_by.get(key, "default") for key in self.config.flat()}
 
 
+# Environment variables a setting falls back to when the config files leave it null: the settings win.
+ENVIRONMENT = {"MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri")}
+
+
+def _environment_layers(files: dict[str, Any], environ: Mapping[str, str]) -> list[Layer]:
+    """One layer per variable of ENVIRONMENT that is set while the files leave its setting null."""
+    layers = []
+    for variable, (section, key) in ENVIRONMENT.items():
+        if environ.get(variable) and files.get(section, {}).get(key) is None:
+            layers.append(Layer(f"environment {variable}", {section: {key: environ[variable]}}))
+    return layers
+
+
 def resolve_config(
-    path: str | Path | Traversable | None = None, overrides: Sequence[Layer] = ()
+    path: str | Path | Traversable | None = None, overrides: Sequence[Layer] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> ResolvedConfig:
-    """Read a YAML config (default: ``conf/default.yaml``) and its base files, overlay ``overrides``,
-    validate once. Errors name the key and the config file."""
+    """Read a YAML config (default: ``conf/default.yaml``) and its base files, then the ``environ``
+    variables of ENVIRONMENT for settings the files leave null, overlay ``overrides``, validate once.
+    Errors name the key and the config file."""
     source = DEFAULT_CONFIG if path is None else path if isinstance(path, Traversable) else Path(path)
-    layers = (*_file_layers(source), *overrides)
+    files: dict[str, Any] = {}
+    for layer in _file_layers(source):
+        files = _merge(files, layer.values)
+    layers = (*_file_layers(source), *_environment_layers(files, environ or {}), *overrides)
     data: dict[str, Any] = {}
     for layer in layers:
         data = _merge(data, layer.values)

@@ -57,6 +57,7 @@ class EvaluationResult:
     cold_start: dict | None = None  # evaluate_cold_start
     read: list[TableVersion] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)  # why a model has no figures
+    promotion: object = None  # the promotion gate's decision taken before (profiling.promotion), if any
 
     def to_dict(self) -> dict:
         out = {"dataset": self.dataset, "users_evaluated": self.users_evaluated, "models": self.models}
@@ -66,6 +67,11 @@ class EvaluationResult:
             out["cold_start"] = self.cold_start
         if self.fidelity is not None:
             out["fidelity"] = self.fidelity
+        if self.promotion is not None:
+            out["promotion"] = {"challenger": self.promotion.challenger, "champion": self.promotion.champion,
+                                "challenger_ndcg@10": self.promotion.challenger_ndcg,
+                                "champion_ndcg@10": self.promotion.champion_ndcg,
+                                "tolerance": self.promotion.tolerance, "promoted": self.promotion.promoted}
         return out
 
 
@@ -294,14 +300,23 @@ def evidence_fidelity(evidence: pd.DataFrame, truth: pd.DataFrame, agree: int = 
             "evidence_4of5": round(float((mapped["agreeing"] >= agree).mean()), 4) if len(mapped) else 0.0}
 
 
-def evaluate_profiles(
-    spark: SparkSession,
-    config: ProfilingConfig,
-    snapshot_date: dt.date,
-    model,
-    ground_truth: Path | None = None,
-) -> EvaluationResult:
-    """Test metrics of the encoder, most-popular and ALS on one split; fidelity if a ground truth is given."""
+@dataclass
+class HeldOutTargets:
+    """The test targets of a snapshot: every evaluated user's sequence, and the snapshot's vocabulary."""
+
+    test: pd.DataFrame
+    vocab: DataFrame
+    read: list[TableVersion]
+
+    def for_model(self, model) -> pd.DataFrame:
+        """The sequences in ``model``'s indices: it reads the snapshot through its own vocabulary (a target it
+        never saw cannot be ranked)."""
+        to_model = Translation.from_table(model.vocabulary, self.vocab)
+        return pd.DataFrame([to_model.apply(r) for r in self.test.to_dict("records")])
+
+
+def held_out_targets(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> HeldOutTargets:
+    """The users with a test target in the snapshot, or one line saying why there are none."""
     sequences, seq_version = read_snapshot(spark, config, "user_sequences", snapshot_date)
     vocab, vocab_version = read_snapshot(spark, config, "vocabularies", snapshot_date)
     test = sequences.where(F.col("test_pos") >= 0).select("user_id", "length", "test_pos", *FEATURES) \
@@ -311,6 +326,19 @@ def evaluate_profiles(
             f"nothing to evaluate in snapshot {snapshot_date}: no user of {seq_version.name} has the "
             f"{MIN_BEHAVIOUR_EVENTS} behaviour events a test target needs (run the sequences stage for that "
             "date, or check its behaviour log)")
+    return HeldOutTargets(test, vocab, [seq_version, vocab_version])
+
+
+def evaluate_profiles(
+    spark: SparkSession,
+    config: ProfilingConfig,
+    snapshot_date: dt.date,
+    model,
+    ground_truth: Path | None = None,
+) -> EvaluationResult:
+    """Test metrics of the encoder, most-popular and ALS on one split; fidelity if a ground truth is given."""
+    split = held_out_targets(spark, config, snapshot_date)
+    test, vocab, seq_version, vocab_version = split.test, split.vocab, split.read[0], split.read[1]
     item_index = vocab.where(F.col("dimension") == "item").select(F.col("key").alias("item_id"), "idx")
     n_items = int(vocab.where(F.col("dimension") == "item").agg(F.max("idx")).first()[0]) + 1
     targets = torch.tensor([int(r["item"][int(r["test_pos"])]) for _, r in test.iterrows()], dtype=torch.long)
@@ -319,9 +347,7 @@ def evaluate_profiles(
     models: dict[str, dict[str, float] | None] = {}
     missing: dict[str, str] = {}
     with progress.step(f"evaluate: ranking {len(test):,} test targets with the encoder"):
-        # The encoder reads the snapshot through its own vocabulary: a target it never saw cannot be ranked.
-        to_model = Translation.from_table(model.vocabulary, vocab)
-        in_model = pd.DataFrame([to_model.apply(r) for r in test.to_dict("records")])
+        in_model = split.for_model(model)
         models["profiling"] = evaluate_encoder(model, in_model)
     popularity = item_popularity(train, n_items)
     baselines = {"popularity": lambda: evaluate_popularity(popularity, targets),

@@ -24,6 +24,7 @@ from profiling.sequences import SequencesResult, build_user_sequences
 
 if TYPE_CHECKING:
     from profiling.infer import InferResult
+    from profiling.promotion import PromotionDecision
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,16 @@ def run_infer(
     return result
 
 
+def run_gate(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> PromotionDecision | None:
+    """The promotion gate on a version train left as challenger, in the active MLflow run (None: none)."""
+    from profiling.promotion import gate_challenger
+
+    if tracking.pending_challenger(config) is None:
+        return None
+    with progress.step("promotion gate: the new version against the current one, on the test targets"):
+        return gate_challenger(spark, config, snapshot_date)
+
+
 def run_evaluate(
     spark: SparkSession,
     config: ProfilingConfig,
@@ -91,11 +102,14 @@ def run_evaluate(
     model_version: str | None = None,
     ground_truth: Path | None = None,
 ):
-    """Test metrics of the registered encoder and the baselines (and fidelity), logged to MLflow."""
+    """Test metrics of the registered encoder and the baselines (and fidelity), logged to MLflow. Without a
+    ``model_version``, a version awaiting the promotion gate is decided on first, and the version then
+    carrying ``current`` is measured."""
     from profiling.evaluate import evaluate_profiles
 
-    version = tracking.registered_version(config, model_version)
     with progress.step("evaluate"), tracking.stage_run(config, "evaluate", snapshot_date):
+        decision = run_gate(spark, config, snapshot_date) if model_version is None else None
+        version = tracking.registered_version(config, model_version)
         result = evaluate_profiles(spark, config, snapshot_date, tracking.load_encoder(config, version), ground_truth)
         tracking.record_tables(read=result.read)
         tracking.mlflow.set_tags({"dataset": result.dataset, "model_version": version})
@@ -108,6 +122,7 @@ def run_evaluate(
             tracking.log_metrics({f"cold_start_{model}_{k}": v for k, v in cold.get(model, {}).items()})
         if result.fidelity:
             tracking.log_metrics({f"fidelity_{k}": v for k, v in result.fidelity.items()})
+    result.promotion = decision
     return result
 
 
@@ -130,16 +145,21 @@ class PipelineResult:
     sequences: SequencesResult
     train: object
     infer: InferResult
+    promotion: PromotionDecision | None = None  # the gate's decision on the version trained (None: the first)
 
 
 def run_pipeline(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> PipelineResult:
-    """ingest -> sequences -> train -> infer, under one parent MLflow run (training reads a full refresh of
-    the sequences; infer then rescores everyone under the new model)."""
+    """ingest -> sequences -> train -> promotion gate -> infer, under one parent MLflow run (training reads a
+    full refresh of the sequences; infer then rescores everyone under the version ``current`` carries)."""
     with tracking.pipeline_run(config, snapshot_date) as run_id:
         ingest = run_ingest(spark, config, snapshot_date)
         sequences = run_sequences(spark, config, snapshot_date, full_refresh=True)
         train = run_train(spark, config, snapshot_date)
-        infer = run_infer(spark, config, snapshot_date, train.model_version)
+        promotion = None
+        if tracking.pending_challenger(config) is not None:  # a version was current already
+            with tracking.stage_run(config, "gate", snapshot_date):
+                promotion = run_gate(spark, config, snapshot_date)
+        infer = run_infer(spark, config, snapshot_date)
         tracking.log_metrics({"users_profiled": infer.users})
     log.info("pipeline run %s done: %d users profiled for %s", run_id, infer.users, snapshot_date)
-    return PipelineResult(run_id, ingest, sequences, train, infer)
+    return PipelineResult(run_id, ingest, sequences, train, infer, promotion)

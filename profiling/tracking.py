@@ -36,7 +36,8 @@ from profiling.tables import TableVersion
 
 log = logging.getLogger(__name__)
 
-MODEL_ALIAS = "current"
+MODEL_ALIAS = "current"  # the version infer scores with
+CHALLENGER_ALIAS = "challenger"  # a newly trained version until the promotion gate decides (profiling.promotion)
 SAMPLE_EXPLANATION = re.compile(r"explain/sample_user_\d+\.json")
 
 
@@ -107,11 +108,18 @@ def stage_run(config: ProfilingConfig, stage: str, snapshot_date: dt.date) -> It
 
 
 def record_tables(read: list[TableVersion] = (), written: list[TableVersion] = ()) -> None:
-    """Tag the active run with the Delta version of every table it read and wrote."""
+    """Tag the active run with the Delta version of every table it read and wrote, and log each table read
+    as an input of the run (a Delta dataset source with its version: MLflow's lineage)."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
     tags = {f"delta.read.{t.name}": str(t.version) for t in read}
     tags.update({f"delta.written.{t.name}": str(t.version) for t in written})
     if tags:
         mlflow.set_tags(tags)
+    for t in read:  # named in Spark's session catalog: MLflow takes other catalogs for Unity Catalog's
+        source = DeltaDatasetSource(delta_table_name=f"spark_catalog.{t.name}", delta_table_version=t.version)
+        mlflow.log_input(MetaDataset(source, name=t.name, digest=f"v{t.version}"), context="read")
 
 
 def metric_name(key: str) -> str:
@@ -134,7 +142,8 @@ def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: Mapping[str, flo
 
 
 def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> str:
-    """Log the encoder (pickled, so variable sequence lengths work) and register it; returns the version."""
+    """Log the encoder (pickled, so variable sequence lengths work) and register it as the challenger, or as
+    ``current`` when no version is current yet (nothing to compare it with); returns the version."""
     import torch
 
     model.eval()
@@ -150,8 +159,47 @@ def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> 
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
     )
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(registered_name, MODEL_ALIAS, version)
+    client = MlflowClient()
+    try:
+        client.get_model_version_by_alias(registered_name, MODEL_ALIAS)
+        client.set_registered_model_alias(registered_name, CHALLENGER_ALIAS, version)
+    except mlflow.exceptions.MlflowException:  # the first version: nothing to gate it against
+        client.set_registered_model_alias(registered_name, MODEL_ALIAS, version)
     return version
+
+
+def pending_challenger(config: ProfilingConfig) -> tuple[str, str] | None:
+    """(challenger, champion): the version awaiting the promotion gate and the one carrying ``current``;
+    None when no challenger awaits."""
+    configure(config)
+    client, name = MlflowClient(), config.mlflow.registered_model
+    try:
+        challenger = str(client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+    champion = current_model_version(config)
+    if challenger == champion:  # promoted by hand since
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+        return None
+    return challenger, champion
+
+
+def promote(config: ProfilingConfig, version: str) -> None:
+    """Move ``current`` to ``version``; a challenger alias on it is cleared (it is decided)."""
+    configure(config)
+    client, name = MlflowClient(), config.mlflow.registered_model
+    client.set_registered_model_alias(name, MODEL_ALIAS, version)
+    clear_challenger(config, version)
+
+
+def clear_challenger(config: ProfilingConfig, version: str) -> None:
+    """Take the ``challenger`` alias off ``version`` (the gate has decided on it)."""
+    client, name = MlflowClient(), config.mlflow.registered_model
+    try:
+        if str(client.get_model_version_by_alias(name, CHALLENGER_ALIAS).version) == version:
+            client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+    except mlflow.exceptions.MlflowException:
+        pass
 
 
 def log_quality_report(report) -> None:

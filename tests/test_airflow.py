@@ -92,8 +92,8 @@ print(json.dumps({
     assert dag["errors"] == {}
     assert dag["edges"] == {
         "ingest": ["check_model_age"], "check_model_age": ["full_refresh", "sequences"],
-        "full_refresh": ["train"], "sequences": ["infer"], "train": ["evaluate", "infer"],
-        "infer": ["check_maintenance_day", "evaluate"], "evaluate": [], "check_maintenance_day": ["maintain"],
+        "full_refresh": ["train"], "sequences": ["infer"], "train": ["evaluate"], "evaluate": ["infer"],
+        "infer": ["check_maintenance_day"], "check_maintenance_day": ["maintain"],
         "maintain": [],
     }
     stages = ["ingest", "sequences", "full_refresh", "train", "infer", "evaluate", "maintain"]
@@ -103,7 +103,7 @@ print(json.dumps({
     assert dag["args"]["full_refresh"][-1] == "--full-refresh" and "--full-refresh" not in dag["args"]["sequences"]
     assert dag["maintenance_days"] == ["2026-11-08", "2026-11-15"]  # Sundays, by default
     assert dag["trigger_rules"]["infer"] == "none_failed_min_one_success"
-    assert dag["trigger_rules"]["evaluate"] == "all_success"  # skipped with train
+    assert dag["trigger_rules"]["evaluate"] == "all_success"  # the promotion gate: skipped with train
     assert all(n >= 1 for n in dag["retries"].values()) and dag["backoff"] and all(dag["timeouts"].values())
     assert "{{ ds }}" in dag["args"]["train"]
     assert dag["max_active_runs"] == 1

@@ -14,7 +14,9 @@ from pydantic import BaseModel
 
 from commands import main_output
 
-from profiling.config import DEFAULT_CONFIG, DEMO_CONFIG, ProfilingConfig, defaults_yaml, load_config, parse_overrides
+from profiling.config import (
+    DEFAULT_CONFIG, DEMO_CONFIG, ProfilingConfig, defaults_yaml, load_config, parse_overrides, resolve_config,
+)
 from profiling.exceptions import ConfigError
 
 
@@ -139,6 +141,25 @@ def test_config_show_says_where_each_value_comes_from(tmp_path, capsys):
     assert shown["mlflow.tracking_uri"] == ("http://***@tracking:5000", "--set")
     demo = _shown(main_output(capsys, "config", "show", "--config", str(DEMO_CONFIG)))
     assert demo["train.epochs"][1] == f"file {DEMO_CONFIG}" and demo["model.dim"][1] == f"file {DEFAULT_CONFIG}"
+
+
+def test_mlflow_tracking_uri_from_the_environment_serves_when_the_config_leaves_it_null(tmp_path, capsys,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    shown = _shown(main_output(capsys, "config", "show"))
+    assert shown["mlflow.tracking_uri"] == ("http://tracking.example:5000", "environment MLFLOW_TRACKING_URI")
+    config = resolve_config(None, [], {"MLFLOW_TRACKING_URI": "http://t:5000"}).config
+    assert config.tracking_uri == "http://t:5000"
+    assert config.artifact_location is None  # the server's artifact store, not a folder of this machine
+    job = tmp_path / "job.yaml"
+    job.write_text("mlflow:\n  tracking_uri: http://team:5000\n")
+    shown = _shown(main_output(capsys, "config", "show", "--config", str(job)))
+    assert shown["mlflow.tracking_uri"] == ("http://team:5000", f"file {job}")  # the setting wins
+    shown = _shown(main_output(capsys, "config", "show", "--set", "mlflow.tracking_uri=sqlite:///x.db"))
+    assert shown["mlflow.tracking_uri"] == ("sqlite:///x.db", "--set")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    local = resolve_config(None, [], {}).config
+    assert local.tracking_uri.startswith("sqlite:///") and local.artifact_location.endswith("/mlartifacts")
 
 
 def test_config_show_starts_no_spark():

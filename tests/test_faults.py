@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from commands import ENV, PROFILING, SMALL_SPARK, profiling, table_frame
 from conftest import CLI_SNAPSHOT
@@ -114,6 +115,11 @@ def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_
 
     resumed = json.loads(profiling(*train).strip().splitlines()[-1])
     assert resumed["resumed_after_epoch"] == saved + 1 and resumed["epochs_run"] == EPOCHS
+    # A second version awaits the promotion gate: infer keeps scoring with the first.
+    registry = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    aliases = {a: registry.get_model_version_by_alias("profiling-encoder", a).version
+               for a in ("challenger", "current")}
+    assert aliases == {"challenger": resumed["model_version"], "current": "1"}
 
 
 @pytest.mark.jvm

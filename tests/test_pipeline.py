@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import json
 import re
 
 import mlflow
@@ -119,6 +120,7 @@ def test_profile_embeddings_have_the_contract_shape(pipeline, spark, config):
     sums = rows["interest_weights"].map(lambda w: float(np.sum(w)))
     assert np.allclose(sums, 1.0, atol=1e-4)
     assert set(rows["model_version"]) == {pipeline.train.model_version}
+    assert pipeline.promotion is None  # the first version of the model: current at once, no gate
 
 
 def test_interest_weights_sum_to_one_per_user_horizon_and_dimension_with_dense_ranks(pipeline, spark, config):
@@ -211,6 +213,11 @@ def test_mlflow_has_one_parent_run_with_a_nested_run_per_stage(pipeline, config,
     history = client.get_metric_history(train.info.run_id, "val_ndcg_at_10")
     assert len(history) == pipeline.train.epochs_run
     assert train.data.tags["delta.read.profiling.user_sequences"] == str(pipeline.sequences.written[1].version)
+    for stage, run in by_stage.items():  # lineage: each table read is an input of the run, with its version
+        read = {k.removeprefix("delta.read."): v for k, v in run.data.tags.items() if k.startswith("delta.read.")}
+        inputs = {i.dataset.name: (json.loads(i.dataset.source)["delta_table_name"], i.dataset.digest)
+                  for i in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        assert inputs == {name: (f"spark_catalog.{name}", f"v{v}") for name, v in read.items()}, stage
     assert by_stage["infer"].data.tags["delta.written.profiling.user_profile_embeddings"].isdigit()
     planted = sum(1 for source, _, _ in BAD_ROWS if source == "behaviour")
     copies = int(_input(input_dir, "behaviour").duplicated().sum())
