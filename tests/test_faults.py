@@ -117,7 +117,7 @@ def test_a_killed_training_process_fails_cleanly_and_the_rerun_resumes_from_the_
     assert resumed["resumed_after_epoch"] == saved + 1 and resumed["epochs_run"] == EPOCHS
     # A second version awaits the promotion gate: infer keeps scoring with the first.
     registry = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    aliases = {a: registry.get_model_version_by_alias("profiling-encoder", a).version
+    aliases = {a: str(registry.get_model_version_by_alias("profiling-encoder", a).version)
                for a in ("challenger", "current")}
     assert aliases == {"challenger": resumed["model_version"], "current": "1"}
 
