@@ -42,8 +42,18 @@ SAMPLE_EXPLANATION = re.compile(r"explain/sample_user_\d+\.json")
 
 
 def configure(config: ProfilingConfig) -> None:
-    """Point MLflow at the configured store and experiment (created with its artifact folder)."""
+    """Point MLflow at the configured store and experiment (created with its artifact folder).
+
+    MLflow also exports the URI as ``MLFLOW_TRACKING_URI`` for child processes; the variable is put back as
+    it was, since a ``profiling`` child of another workdir (a benchmark's runs, a test's) would take it for
+    the operator's setting (``profiling.config.ENVIRONMENT``). Training processes get the URI explicitly.
+    """
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(config.tracking_uri)
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
     if mlflow.get_experiment_by_name(config.mlflow.experiment) is None:
         mlflow.create_experiment(config.mlflow.experiment, artifact_location=config.artifact_location)
     mlflow.set_experiment(config.mlflow.experiment)

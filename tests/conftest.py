@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Every run of the suite tracks into its own workdirs' stores, whatever tracking server the shell names.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 # Every JVM the suite starts (its sessions, the CLI's, spark-submit's, the cluster's) works on tiny data: the
 # client compiler alone, interpreted expressions, and one class archive made before the workers start
 # (benchmarks/suite_jvm.py; docs/performance.md, "The test suite's JVMs").
@@ -32,6 +34,15 @@ for _variable, _value in suite_environment(CLASS_ARCHIVE).items():
 from cluster import cluster_run, standalone_cluster  # noqa: E402, F401
 
 SNAPSHOT = dt.date(2026, 11, 1)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_not_exported():
+    """``mlflow.set_tracking_uri`` in a test exports the URI as MLFLOW_TRACKING_URI; a profiling process a
+    later test starts would take it for the operator's setting (profiling.config.ENVIRONMENT) and track
+    into this session's store."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def pytest_configure(config):
