@@ -488,10 +488,11 @@ def resolve_config(
     variables of ENVIRONMENT for settings the files leave null, overlay ``overrides``, validate once.
     Errors name the key and the config file."""
     source = DEFAULT_CONFIG if path is None else path if isinstance(path, Traversable) else Path(path)
+    file_layers = _file_layers(source)
     files: dict[str, Any] = {}
-    for layer in _file_layers(source):
+    for layer in file_layers:
         files = _merge(files, layer.values)
-    layers = (*_file_layers(source), *_environment_layers(files, environ or {}), *overrides)
+    layers = (*file_layers, *_environment_layers(files, environ or {}), *overrides)
     data: dict[str, Any] = {}
     for layer in layers:
         data = _merge(data, layer.values)

@@ -8,6 +8,7 @@ spark-submit jobs and the tests all call these.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -85,14 +86,18 @@ def run_infer(
     return result
 
 
-def run_gate(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date) -> PromotionDecision | None:
-    """The promotion gate on a version train left as challenger, in the active MLflow run (None: none)."""
+def run_gate(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
+             own_run: bool = False) -> PromotionDecision | None:
+    """The promotion gate on a version train left as challenger (None: none awaits), in the active MLflow
+    run, or in a stage run of its own (``own_run``) opened only when there is something to decide."""
     from profiling.promotion import gate_challenger
 
-    if tracking.pending_challenger(config) is None:
+    pending = tracking.pending_challenger(config)
+    if pending is None:
         return None
-    with progress.step("promotion gate: the new version against the current one, on the test targets"):
-        return gate_challenger(spark, config, snapshot_date)
+    run = tracking.stage_run(config, "gate", snapshot_date) if own_run else contextlib.nullcontext()
+    with run, progress.step("promotion gate: the new version against the current one, on the test targets"):
+        return gate_challenger(spark, config, snapshot_date, pending)
 
 
 def run_evaluate(
@@ -155,10 +160,7 @@ def run_pipeline(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt
         ingest = run_ingest(spark, config, snapshot_date)
         sequences = run_sequences(spark, config, snapshot_date, full_refresh=True)
         train = run_train(spark, config, snapshot_date)
-        promotion = None
-        if tracking.pending_challenger(config) is not None:  # a version was current already
-            with tracking.stage_run(config, "gate", snapshot_date):
-                promotion = run_gate(spark, config, snapshot_date)
+        promotion = run_gate(spark, config, snapshot_date, own_run=True)  # None: the model's first version
         infer = run_infer(spark, config, snapshot_date)
         tracking.log_metrics({"users_profiled": infer.users})
     log.info("pipeline run %s done: %d users profiled for %s", run_id, infer.users, snapshot_date)

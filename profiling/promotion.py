@@ -48,13 +48,10 @@ class PromotionDecision:
                 "gate_tolerance": self.tolerance, "gate_promoted": float(self.promoted)}
 
 
-def gate_challenger(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date
-                    ) -> PromotionDecision | None:
-    """Decide on the version awaiting the gate, on ``snapshot_date``'s test targets (None: none awaits).
-    Logs the decision in the active MLflow run."""
-    pending = tracking.pending_challenger(config)
-    if pending is None:
-        return None
+def gate_challenger(spark: SparkSession, config: ProfilingConfig, snapshot_date: dt.date,
+                    pending: tuple[str, str]) -> PromotionDecision:
+    """Decide on ``pending`` (challenger, champion: ``tracking.pending_challenger``), on ``snapshot_date``'s
+    test targets. Logs the decision in the active MLflow run."""
     challenger, champion = pending
     targets = held_out_targets(spark, config, snapshot_date)
     figures = {}

@@ -48,7 +48,7 @@ def _register(cfg, model) -> str:
 def _gate(spark, cfg) -> tuple[PromotionDecision, dict[str, float]]:
     tracking.configure(cfg)
     with mlflow.start_run() as run:
-        decision = gate_challenger(spark, cfg, SNAPSHOT)
+        decision = gate_challenger(spark, cfg, SNAPSHOT, tracking.pending_challenger(cfg))
     return decision, MlflowClient().get_run(run.info.run_id).data.metrics
 
 
