@@ -325,7 +325,8 @@ def build_user_sequences(
     ).join(long_term_weights(events, config.profile.long_half_life_days), "user_id", "left").withColumn(
         "long_term_weights", F.coalesce("long_term_weights", F.array().cast(LONG_TERM_TYPE))
     ).withColumn("removed_on", F.lit(None).cast("date")).repartition(
-        max(config.spark.shuffle_partitions, config.train.num_processes * 2), "user_id")
+        max(config.spark.shuffle_partitions, config.train.num_processes * 2), "user_id"
+    ).sortWithinPartitions("user_id")  # training reads rows in file order: one order, whatever the plan upstream
     v_seq = write_snapshot(spark, config, "user_sequences", sequences, snapshot_date, run_id)
     written = spark.sql(f"SELECT user_id FROM {v_seq.name} VERSION AS OF {v_seq.version} "
                         f"WHERE snapshot_date = '{snapshot_date}'")

@@ -120,6 +120,7 @@ def test_profile_embeddings_have_the_contract_shape(pipeline, spark, config):
     sums = rows["interest_weights"].map(lambda w: float(np.sum(w)))
     assert np.allclose(sums, 1.0, atol=1e-4)
     assert set(rows["model_version"]) == {pipeline.train.model_version}
+    assert set(rows["horizon"]) == {"short"}  # the vectors read the newest window; the long horizon is weights only
     assert pipeline.promotion is None  # the first version of the model: current at once, no gate
 
 
