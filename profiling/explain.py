@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
-from profiling.infer import WEIGHT_DIMENSIONS, interest_category_mass
+from profiling.model.profiles import WEIGHT_DIMENSIONS, interest_category_mass
 from profiling.interests import merged_attention
 from profiling.model.inputs import FEATURES, FIRST_KEY
 from profiling.model.vocabulary import KEYED, Translation, Vocabulary

@@ -17,7 +17,6 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -25,10 +24,8 @@ from pyspark.sql import functions as F
 
 from profiling import tracking
 from profiling.config import ProfilingConfig
-from profiling.decay import decay_factors
 from profiling.exceptions import ConfigError, MissingStageOutput
-from profiling.interests import merge_interests
-from profiling.model.inputs import FIRST_KEY
+from profiling.model.profiles import WEIGHT_DIMENSIONS, profile_rows
 from profiling.model.vocabulary import Translation, Vocabulary
 from profiling.refresh import REFRESHES, end_users
 from profiling.schemas import table
@@ -36,7 +33,6 @@ from profiling.tables import TableVersion, current_version, missing_table, quali
 
 log = logging.getLogger(__name__)
 
-WEIGHT_DIMENSIONS = ("category", "event_type", "source")
 SCORED_SCHEMA = (
     "user_id string, embedding array<float>, interest_embeddings array<array<float>>, "
     "interest_weights array<float>, "
@@ -95,108 +91,23 @@ def _load_model(key: str, packed, use_gpu: bool):
     broadcast (fetched once per executor), so none of them imports MLflow or opens its store.
     """
     if key not in _MODELS:
-        import io
-
         import torch
 
-        from profiling.model.encoder import EncoderSpec, ProfileEncoder
+        from profiling.model.encoder import unpack_encoder
 
         device = scoring_device(use_gpu, _task_gpus() if use_gpu else None)
         if device.type == "cpu":
             torch.set_num_threads(1)  # one thread per Spark task slot
-        state = torch.load(io.BytesIO(packed.value), map_location=device, weights_only=True)
-        model = ProfileEncoder(EncoderSpec(**state["spec"]))
-        model.load_state_dict(state["weights"])
-        _MODELS[key] = model.to(device).eval()
+        _MODELS[key] = unpack_encoder(packed.value, device)
     return _MODELS[key]
 
 
 def broadcast_encoder(spark: SparkSession, model):
-    """The encoder's spec and weights as one Spark broadcast (plain tensors and values: loads with weights_only)."""
-    import io
+    """The encoder's spec and weights as one Spark broadcast (``pack_encoder``: loads with weights_only;
+    the workers need no vocabulary, the driver translates the indices)."""
+    from profiling.model.encoder import pack_encoder
 
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save({"spec": model.spec.to_dict(), "weights": model.state_dict()}, buffer)
-    return spark.sparkContext.broadcast(buffer.getvalue())
-
-
-def _dimension_weights(row: pd.Series, importance: np.ndarray, names: dict[str, dict[int, str]],
-                       social_idx: int) -> list[dict]:
-    """Long-format weights: per dimension, the event importance summed per key, normalised to 1.
-
-    Category weights count the user's own events (behaviour, preference); the
-    circle's items count only for users who have no categorised events of their own.
-    """
-    length = int(row["length"])
-    out = []
-    for dim in WEIGHT_DIMENSIONS:
-        idx = np.asarray(row[dim][:length], dtype=np.int64)
-        if length == 0:
-            continue
-        weights = importance
-        if dim == "category":
-            own = np.asarray(row["source"][:length]) != social_idx
-            if (importance * own * (idx >= FIRST_KEY)).sum() > 0:
-                weights = importance * own
-        mass = np.bincount(idx, weights=weights)
-        mass[:FIRST_KEY] = 0.0  # padding and "<none>" carry no key
-        keys = np.flatnonzero(mass > 0)
-        order = keys[np.argsort(-mass[keys], kind="stable")]
-        total = mass.sum()
-        if total <= 0:
-            continue
-        for rank, key in enumerate(order, start=1):
-            out.append({"dimension": dim, "key": names[dim].get(int(key), "<none>"),
-                        "weight": float(mass[key] / total), "rank": rank})
-    return out
-
-
-def interest_category_mass(attention: np.ndarray, category: np.ndarray) -> np.ndarray:
-    """(K, C) attention mass of each interest on each category index (padding and "<none>" get none).
-
-    An interest is named by its heaviest categories: the ones its attention rests on.
-    """
-    n = len(category)
-    mass = np.stack([np.bincount(category, weights=a[:n], minlength=FIRST_KEY) for a in attention]) if n else \
-        np.zeros((len(attention), FIRST_KEY))
-    mass[:, :FIRST_KEY] = 0.0
-    return mass
-
-
-def _interest_evidence(row: pd.Series, window: dict[str, np.ndarray], first: int, attention: np.ndarray,
-                       interest_weights: np.ndarray, names: dict[str, dict[int, str]], top_n: int) -> list[dict]:
-    """Per interest, the ``top_n`` events of the newest window with the highest evidence attention.
-
-    Ties (repeats of an item score alike) go to the newest event.
-    """
-    n = len(window["item"])
-    if n == 0 or top_n == 0:
-        return []
-    category = window["category"]
-    mass = interest_category_mass(attention, category)
-    ts = np.asarray(row["ts"][first:first + n], dtype=np.int64)
-    out = []
-    for k, a in enumerate(attention):
-        a = a[:n]
-        if a.sum() <= 0:  # no event with an item or a category
-            continue
-        top = int(np.argmax(mass[k])) if mass[k].max() > 0 else None
-        label = names["category"].get(top) if top is not None else None
-        newest_first = n - 1 - np.argsort(-a[::-1], kind="stable")
-        shown = [t for t in newest_first if a[t] > 0][:top_n]
-        for rank, t in enumerate(shown, start=1):
-            out.append({
-                "interest": k, "interest_weight": float(interest_weights[k]), "interest_category": label,
-                "position": first + int(t), "item": int(window["item"][t]),
-                "category": names["category"].get(int(category[t])) if category[t] >= FIRST_KEY else None,
-                "event_type": names["event_type"].get(int(window["event_type"][t]), "<none>"),
-                "source": names["source"].get(int(window["source"][t]), "<none>"),
-                "attribute": int(window["attribute"][t]), "ts": int(ts[t]) if ts[t] > 0 else None,
-                "attention": float(a[t]), "rank": rank,
-            })
-    return out
+    return spark.sparkContext.broadcast(pack_encoder(model, vocabulary=False))
 
 
 def score_partitions(model_key: str, packed, translation, names: dict[str, dict[int, str]], batch_size: int,
@@ -206,47 +117,14 @@ def score_partitions(model_key: str, packed, translation, names: dict[str, dict[
     broadcast ``translation``), profiles out, each event's weight decayed by its age (``profiling.decay``)."""
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import torch
-
-        from profiling.model.inputs import collate, profile_chunks
-
         model = _load_model(model_key, packed, use_gpu)
-        device = next(model.parameters()).device
-        window, behaviour_idx = model.spec.max_len, model.spec.behaviour_idx
         to_model = translation.value
         for frame in frames:
             for start in range(0, len(frame), batch_size):
                 part = frame.iloc[start:start + batch_size]
                 rows = [to_model.apply(r) for r in part.to_dict("records")]
-                decay = [decay_factors(r["ts"][:int(r["length"])], half_life_days) for r in rows]
-                chunks = [(i, first, {**w, "decay": decay[i][first:first + len(w["item"])]})
-                          for i, r in enumerate(rows) for first, w in profile_chunks(r, window, behaviour_idx)]
-                with torch.no_grad():
-                    batch = {k: v.to(device) for k, v in collate([w for _, _, w in chunks]).items()}
-                    out = {k: v.float().cpu().numpy() for k, v in model(batch).items()}
-                newest = {}
-                importance = [np.zeros(int(r["length"])) for r in rows]
-                for j, (i, first, w) in enumerate(chunks):
-                    newest.setdefault(i, j)
-                    n = len(w["item"])
-                    # Each window's importance sums to 1; weight it by its share of the history.
-                    importance[i][first:first + n] = out["event_importance"][j][:n] * n / max(len(importance[i]), 1)
-                importance = [share * d for share, d in zip(importance, decay)]
-                pick = [newest[i] for i in range(len(rows))]
-                interests = [merge_interests(out["interest_embeddings"][j], out["interest_weights"][j],
-                                             out["evidence_attention"][j], merge_cosine) for j in pick]
-                evidence = [_interest_evidence(r, chunks[j][2], chunks[j][1], kept.attention, kept.weights, names,
-                                               evidence_events)
-                            for r, j, kept in zip(rows, pick, interests)]
-                yield pd.DataFrame({
-                    "user_id": part["user_id"].to_numpy(),
-                    "embedding": list(out["embedding"][pick].astype(np.float32)),
-                    "interest_embeddings": [list(kept.vectors.astype(np.float32)) for kept in interests],
-                    "interest_weights": [kept.weights.astype(np.float32) for kept in interests],
-                    "dimension_weights": [_dimension_weights(r, importance[i], names, model.spec.social_idx)
-                                          for i, r in enumerate(rows)],
-                    "evidence": evidence,
-                })
+                yield pd.DataFrame({"user_id": part["user_id"].to_numpy(),
+                                    **profile_rows(model, rows, names, evidence_events, merge_cosine, half_life_days)})
 
     return score
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
 from mlflow.entities import ViewType
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
@@ -151,30 +150,52 @@ def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: Mapping[str, flo
     )
 
 
-def log_encoder(model, example: dict[str, np.ndarray], registered_name: str) -> str:
-    """Log the encoder (pickled, so variable sequence lengths work) and register it as the challenger, or as
-    ``current`` when no version is current yet (nothing to compare it with); returns the version."""
-    import torch
+def model_requirements() -> list[str]:
+    """The pinned packages the registered model loads with, as installed here."""
+    from importlib.metadata import version
 
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas", "cloudpickle")]
+
+
+def log_encoder(model, config: ProfilingConfig) -> str:
+    """Log the encoder as a portable pyfunc (``profiling.model.portable``: this package's model code and
+    pinned requirements travel with it) and register it as the challenger, or as ``current`` when no
+    version is current yet (nothing to compare it with); returns the version."""
+    from dataclasses import asdict
+
+    from profiling.model.encoder import pack_encoder
+    from profiling.model.portable import PortableEncoder, ProfileSettings
+
+    if model.vocabulary is None:
+        raise ValueError("the encoder has no vocabulary: set model.vocabulary before it is registered")
     model.eval()
-    with torch.no_grad():
-        output = model({k: torch.as_tensor(v) for k, v in example.items()})
-    signature = mlflow.models.infer_signature(example, {k: v.numpy() for k, v in output.items()})
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        serialization_format="pickle",
-        signature=signature,
-        registered_model_name=registered_name,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-    )
+    settings = ProfileSettings(
+        evidence_events=config.infer.evidence_events, merge_interests_cosine=config.infer.merge_interests_cosine,
+        half_life_days=config.profile.half_life_days, batch_size=config.infer.batch_size)
+    portable = PortableEncoder(model, settings)
+    example = portable.example()
+    package = Path(__file__).parent
+    with tempfile.TemporaryDirectory() as folder:
+        packed = Path(folder) / "encoder.pt"
+        packed.write_bytes(pack_encoder(model))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "model" / "pyfunc_model.py"),
+            artifacts={"encoder": str(packed)},
+            model_config=asdict(settings),
+            code_paths=[str(package)],
+            signature=mlflow.models.infer_signature(example, portable.predict(None, example)),
+            input_example=example,
+            registered_model_name=config.mlflow.registered_model,
+            pip_requirements=model_requirements(),
+        )
     version = str(info.registered_model_version)
-    client = MlflowClient()
+    client, name = MlflowClient(), config.mlflow.registered_model
     try:
-        client.get_model_version_by_alias(registered_name, MODEL_ALIAS)
-        client.set_registered_model_alias(registered_name, CHALLENGER_ALIAS, version)
+        client.get_model_version_by_alias(name, MODEL_ALIAS)
+        client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
     except mlflow.exceptions.MlflowException:  # the first version: nothing to gate it against
-        client.set_registered_model_alias(registered_name, MODEL_ALIAS, version)
+        client.set_registered_model_alias(name, MODEL_ALIAS, version)
     return version
 
 
@@ -291,19 +312,23 @@ def replace_explanation(config: ProfilingConfig, explanation: LoggedExplanation,
 
 def load_encoder(config: ProfilingConfig, version: str):
     """The registered encoder of that version, on the CPU, with the vocabulary it was trained with."""
-    import mlflow.pytorch
-
     configure(config)
     uri = f"models:/{config.mlflow.registered_model}/{version}"
     try:
-        model = mlflow.pytorch.load_model(uri, map_location="cpu")
+        loaded = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
         raise MissingStageOutput(f"cannot load model {uri} from {config.tracking_uri}: "
                                  f"{(str(exc).splitlines() or [''])[0]}") from None
+    if "pytorch" in loaded.metadata.flavors:  # registered before the model was a portable pyfunc
+        from mlflow import pytorch
+
+        model = pytorch.load_model(uri, map_location="cpu")
+    else:
+        model = loaded.unwrap_python_model().encoder
     if getattr(model, "vocabulary", None) is None:  # registered before models kept their vocabulary
         raise MissingStageOutput(f"model {uri} carries no vocabulary, so its indices cannot be matched to a "
                                  "snapshot's keys: run the train stage to register a version that does")
-    return model
+    return model.eval()
 
 
 def current_model_version(config: ProfilingConfig) -> str:

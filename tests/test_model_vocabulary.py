@@ -100,21 +100,23 @@ def test_items_the_model_never_saw_are_scored_as_unknown_and_counted(next_day, s
 
 
 def test_a_model_registered_without_its_vocabulary_is_refused_in_one_line(pipeline, config):
+    import mlflow.pytorch
+
     from profiling import tracking
     from profiling.exceptions import MissingStageOutput
-    from profiling.model.inputs import FEATURES, collate, profile_window
 
     model = tracking.load_encoder(config, pipeline.train.model_version)
-    model.vocabulary = None  # as versions registered before models kept theirs
+    model.vocabulary = None  # as versions registered before models kept theirs (then the pytorch flavour)
+    with pytest.raises(ValueError, match="no vocabulary"):
+        tracking.log_encoder(model, config)  # refused before anything is logged
     cfg = config.model_copy(update={"mlflow": config.mlflow.model_copy(
         update={"registered_model": "no-vocabulary", "experiment": "no-vocabulary"})})
     tracking.configure(cfg)
-    window = profile_window({**{f: [2, 2, 2] for f in FEATURES}, "length": 3}, model.spec.max_len,
-                            model.spec.behaviour_idx)
     with mlflow.start_run():
-        version = tracking.log_encoder(model, {k: v.numpy() for k, v in collate([window]).items()}, "no-vocabulary")
+        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                        registered_model_name="no-vocabulary")
     with pytest.raises(MissingStageOutput, match="carries no vocabulary.*run the train stage") as refused:
-        tracking.load_encoder(cfg, version)
+        tracking.load_encoder(cfg, str(info.registered_model_version))
     assert "\n" not in str(refused.value)
     tracking.configure(config)
 

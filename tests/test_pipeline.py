@@ -225,24 +225,74 @@ def test_mlflow_has_one_parent_run_with_a_nested_run_per_stage(pipeline, config,
     assert by_stage["ingest"].data.metrics["behaviour_quarantined"] == planted + copies
 
 
-def test_model_is_registered_with_signature_and_loads_back(pipeline, config):
-    import mlflow.pytorch
-    import torch
+# Run by the project's interpreter with site-packages but not the .pth files that make the checkout
+# importable, outside the repository, PYTHONPATH cleared: a process that only has the model's requirements.
+PORTABLE_SCORING = """
+import json, sys
+sys.path.append(sys.argv[1])
+try:
+    import profiling
+    sys.exit("profiling is importable from " + profiling.__file__)
+except ModuleNotFoundError:
+    pass
+import mlflow.pyfunc
+import pandas as pd
 
-    from profiling.model.inputs import FEATURES, collate
+model = mlflow.pyfunc.load_model(sys.argv[2])
+out = model.predict(pd.read_json(sys.argv[3], orient="records"))
+out.to_json(sys.argv[4], orient="records")
+import profiling  # the package the model brought (code_paths), not the checkout
+print(profiling.__file__)
+"""
 
-    mlflow.set_tracking_uri(config.tracking_uri)
-    client = MlflowClient(config.tracking_uri)
-    version = client.get_model_version_by_alias(config.mlflow.registered_model, "current")
-    assert str(version.version) == pipeline.train.model_version
-    uri = f"models:/{config.mlflow.registered_model}/{version.version}"
-    info = mlflow.models.get_model_info(uri)
-    assert "item" in info.signature.inputs.input_names()
-    model = mlflow.pytorch.load_model(uri)
-    window = {name: np.array([2, 3, 4, 2, 3, 4, 2, 3]) for name in FEATURES}
-    out = model(collate([window]))
-    assert out["embedding"].shape == (1, config.model.dim)
-    assert torch.isfinite(out["embedding"]).all()
+
+def test_the_registered_model_profiles_raw_keys_as_infer_does_where_the_repository_cannot_be_imported(
+        pipeline, spark, config, tmp_path):
+    import subprocess
+    import sys
+    import sysconfig
+
+    profiles = _snapshot(spark, config, "user_profile_embeddings").orderBy("user_id").limit(25).toPandas()
+    (version,) = set(profiles["model_version"])
+    users = list(profiles["user_id"])
+    sequences = _snapshot(spark, config, "user_sequences").where(F.col("user_id").isin(*users)).toPandas()
+    vocabulary = _snapshot(spark, config, "vocabularies").toPandas()
+    keys = {d: dict(zip(g["idx"], g["key"])) for d, g in vocabulary.groupby("dimension")}
+    raw = pd.DataFrame([{
+        "user_id": row["user_id"],
+        **{c: [keys[c].get(int(i)) if i >= 2 else None for i in row[c][:row["length"]]]
+           for c in ("item", "category", "event_type", "source", "attribute")},
+        **{c: [int(v) for v in row[c][:row["length"]]] for c in ("gap_bucket", "value_bucket", "ts")},
+    } for _, row in sequences.iterrows()])
+    raw.to_json(tmp_path / "users.json", orient="records")
+    uri = f"models:/{config.mlflow.registered_model}/{version}"
+    requirements = mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt", tracking_uri=config.tracking_uri)
+    pins = [line for line in open(requirements).read().split() if line]
+    assert {p.split("==")[0] for p in pins} >= {"mlflow", "torch", "numpy", "pandas"}
+    assert all(re.fullmatch(r"[\w.-]+==[\w.]+", p) for p in pins), pins
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env["MLFLOW_TRACKING_URI"] = config.tracking_uri
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", PORTABLE_SCORING, sysconfig.get_paths()["purelib"], uri,
+         str(tmp_path / "users.json"), str(tmp_path / "profiles.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "/code/profiling/" in done.stdout, done.stdout  # the model's own copy of the code
+    scored = pd.read_json(tmp_path / "profiles.json", orient="records").set_index("user_id").loc[users]
+    assert len(scored) == 25
+    for (_, ours), (_, theirs) in zip(profiles.iterrows(), scored.iterrows()):
+        np.testing.assert_allclose(theirs["embedding"], ours["embedding"], atol=1e-5)
+        np.testing.assert_allclose(theirs["interest_weights"], ours["interest_weights"], atol=1e-5)
+        np.testing.assert_allclose(np.array(theirs["interest_embeddings"]), np.stack(ours["interest_embeddings"]),
+                                   atol=1e-5)
+    weights = _snapshot(spark, config, "user_interest_weights").where(
+        F.col("user_id").isin(*users) & (F.col("horizon") == "short")).toPandas()
+    ours = weights.set_index(["user_id", "dimension", "key"])["weight"].sort_index()
+    theirs = pd.DataFrame([{"user_id": u, **w} for u, row in scored.iterrows() for w in row["dimension_weights"]]
+                          ).set_index(["user_id", "dimension", "key"])["weight"].sort_index()
+    assert list(theirs.index) == list(ours.index)
+    np.testing.assert_allclose(theirs.to_numpy(), ours.to_numpy(), atol=1e-6)
 
 
 def test_every_write_is_one_commit_carrying_its_stage_run_id(pipeline, spark, config):
@@ -319,15 +369,13 @@ def test_the_demo_summary_counts_every_snapshot_table_and_names_the_next_command
 
 
 def test_the_interest_head_joins_scoring_with_the_weight_that_ranks_validation_best(pipeline, spark, config):
-    import mlflow.pytorch
     import torch
 
+    from profiling import tracking
     from profiling.metrics import finalize, ranking_sums, target_ranks
     from profiling.model.inputs import collate, target_window
 
-    mlflow.set_tracking_uri(config.tracking_uri)
-    model = mlflow.pytorch.load_model(f"models:/{config.mlflow.registered_model}/{pipeline.train.model_version}")
-    model.eval()
+    model = tracking.load_encoder(config, pipeline.train.model_version)
     chosen = model.spec.interest_score_weight
     assert chosen in config.train.interest_score_weights
     assert pipeline.train.metrics["interest_score_weight"] == chosen

@@ -35,14 +35,9 @@ def gate_config(pipeline, config):
 
 
 def _register(cfg, model) -> str:
-    from profiling.model.inputs import FEATURES, collate, profile_window
-
-    window = profile_window({**{f: [2, 2, 2] for f in FEATURES}, "length": 3}, model.spec.max_len,
-                            model.spec.behaviour_idx)
     tracking.configure(cfg)
     with mlflow.start_run():
-        return tracking.log_encoder(model, {k: v.numpy() for k, v in collate([window]).items()},
-                                    cfg.mlflow.registered_model)
+        return tracking.log_encoder(model, cfg)
 
 
 def _gate(spark, cfg) -> tuple[PromotionDecision, dict[str, float]]:

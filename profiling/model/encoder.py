@@ -293,3 +293,27 @@ class ProfileEncoder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], mode: str = "profile"):
         """``mode="train"``: the two training losses; ``"profile"``: :meth:`profile`."""
         return self.training_losses(batch) if mode == "train" else self.profile(batch)
+
+
+def pack_encoder(model: ProfileEncoder, vocabulary: bool = True) -> bytes:
+    """The encoder as bytes of plain tensors, numbers and strings: its spec, weights and (``vocabulary``)
+    the key of every index. :func:`unpack_encoder` reads them back with ``weights_only``, so loading
+    them runs no pickled code."""
+    import io
+
+    buffer = io.BytesIO()
+    keys = {d: list(k) for d, k in model.vocabulary.keys.items()} if vocabulary and model.vocabulary else None
+    torch.save({"spec": model.spec.to_dict(), "weights": model.state_dict(), "vocabulary": keys}, buffer)
+    return buffer.getvalue()
+
+
+def unpack_encoder(packed: bytes, device: torch.device | str = "cpu") -> ProfileEncoder:
+    """The encoder of :func:`pack_encoder`'s bytes, on ``device``, in eval mode."""
+    import io
+
+    state = torch.load(io.BytesIO(packed), map_location=device, weights_only=True)
+    model = ProfileEncoder(EncoderSpec(**state["spec"]))
+    model.load_state_dict(state["weights"])
+    if state.get("vocabulary") is not None:
+        model.vocabulary = Vocabulary({d: tuple(k) for d, k in state["vocabulary"].items()})
+    return model.to(device).eval()

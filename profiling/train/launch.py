@@ -29,11 +29,10 @@ from profiling import progress, tracking
 from profiling.config import ProfilingConfig, TrainConfig
 from profiling.exceptions import ConfigError, MissingStageOutput, NotEnoughData, TrainingFailed
 from profiling.model.encoder import EncoderSpec, ProfileEncoder
-from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS, collate, profile_window
+from profiling.model.inputs import GAP_BUCKETS, VALUE_BUCKETS
 from profiling.model.vocabulary import KEYED, Vocabulary
 from profiling.refresh import REFRESHES
 from profiling.tables import TableVersion, current_version, missing_table, qualified, read_snapshot
-from profiling.train.data import read_rows, plan_shards
 from profiling.train.loop import TrainingJob, train_worker
 
 log = logging.getLogger(__name__)
@@ -163,9 +162,7 @@ def train_encoder(
     result = json.loads((checkpoints / "result.json").read_text())
     model = load_checkpoint(Path(result["checkpoint"]))
     model.vocabulary = vocabulary  # registered with the model: whoever scores with it maps keys through it
-    rows = [row for row, _ in zip(read_rows(plan_shards(files, 1)[0]), range(2))]
-    example = collate([profile_window(row, spec.max_len, behaviour_idx) for row in rows])
-    version = tracking.log_encoder(model, {k: v.numpy() for k, v in example.items()}, config.mlflow.registered_model)
+    version = tracking.log_encoder(model, config)
     ndcg = f"ndcg@{config.train.eval_k[0]}"
     log.info("registered %s version %s (best epoch %d of %d, validation %s %.4f%s)", config.mlflow.registered_model,
              version, result["best_epoch"] + 1, result["epochs_run"], ndcg, result["metrics"][f"val_{ndcg}"],
