@@ -221,6 +221,11 @@ class InferConfig(_Section):
         "Interests whose vectors, or whose evidence attentions over the newest window, have at least this "
         "cosine are merged into one (weights summed) before the profile tables are written, so a user has 1 to "
         "model.interests interests that differ; null keeps all model.interests."))
+    interest_cluster_distance: float | None = Field(2.0, gt=0.0, description=(
+        "Interests as PinnerSage finds them: the user's own events of the newest window grouped by Ward's "
+        "clustering of their content (item and category embeddings, unit length) cut at this distance, at most "
+        "model.interests groups; each group's decayed mean content is an interest, its decayed share of the "
+        "events the weight (then merge_interests_cosine applies). null: the encoder's head interests, merged."))
 
 
 class ProfileConfig(_Section):

@@ -24,9 +24,10 @@ from pyspark.sql import functions as F
 from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import MissingStageOutput
-from profiling.model.profiles import WEIGHT_DIMENSIONS, interest_category_mass
 from profiling.interests import merged_attention
 from profiling.model.inputs import FEATURES, FIRST_KEY
+from profiling.model.profiles import (WEIGHT_DIMENSIONS, ProfileSettings, interest_category_mass, kept_interests,
+                                      window_decay)
 from profiling.model.vocabulary import KEYED, Translation, Vocabulary
 from profiling.snapshots import SnapshotReader, session_snapshot_reader
 from profiling.tables import qualified, read_snapshot
@@ -157,12 +158,17 @@ def explain_users(
     for uid in ids:
         model = models[found[uid]["model_version"]]
         to_model = Translation({d: model.vocabulary.translation(d, snapshot_keys[d]) for d in KEYED})
-        window = profile_window(to_model.apply(sequences[uid]), model.spec.max_len, model.spec.behaviour_idx)
+        row = to_model.apply(sequences[uid])
+        window = profile_window(row, model.spec.max_len, model.spec.behaviour_idx)
+        n = len(window["item"])
+        window["decay"] = window_decay(row, int(row["length"]) - n, n, config.profile.half_life_days)
         with torch.no_grad():
             out = {k: v[0].numpy() for k, v in model(collate([window])).items()}
-        attention = merged_attention(out["interest_embeddings"], out["interest_weights"], out["evidence_attention"],
-                                     np.asarray(found[uid]["interest_embeddings"]),  # the interests infer kept
-                                     config.infer.merge_interests_cosine)
+        kept = np.asarray(found[uid]["interest_embeddings"])  # the interests infer kept
+        again = kept_interests(out, window, model.spec.behaviour_idx, model.spec.interests, ProfileSettings.of(config))
+        attention = again.attention if len(again.weights) == len(kept) else merged_attention(
+            out["interest_embeddings"], out["interest_weights"], out["evidence_attention"], kept,
+            config.infer.merge_interests_cosine)
         shown = min(len(window["item"]), config.explain.recent_events)
         start = len(window["item"]) - shown
         recent[uid] = (window, attention, start)

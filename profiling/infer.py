@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from profiling import tracking
 from profiling.config import ProfilingConfig
 from profiling.exceptions import ConfigError, MissingStageOutput
-from profiling.model.profiles import WEIGHT_DIMENSIONS, profile_rows
+from profiling.model.profiles import WEIGHT_DIMENSIONS, ProfileSettings, profile_rows
 from profiling.model.vocabulary import Translation, Vocabulary
 from profiling.refresh import REFRESHES, end_users
 from profiling.schemas import table
@@ -110,21 +110,20 @@ def broadcast_encoder(spark: SparkSession, model):
     return spark.sparkContext.broadcast(pack_encoder(model, vocabulary=False))
 
 
-def score_partitions(model_key: str, packed, translation, names: dict[str, dict[int, str]], batch_size: int,
-                     evidence_events: int, merge_cosine: float | None, half_life_days: float | None,
-                     use_gpu: bool = False):
+def score_partitions(model_key: str, packed, translation, names: dict[str, dict[int, str]],
+                     settings: ProfileSettings, use_gpu: bool = False):
     """The function ``mapInPandas`` runs: sequences in (the snapshot's indices, turned into the model's by the
-    broadcast ``translation``), profiles out, each event's weight decayed by its age (``profiling.decay``)."""
+    broadcast ``translation``), profiles out (``profiling.model.profiles``)."""
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = _load_model(model_key, packed, use_gpu)
         to_model = translation.value
         for frame in frames:
-            for start in range(0, len(frame), batch_size):
-                part = frame.iloc[start:start + batch_size]
+            for start in range(0, len(frame), settings.batch_size):
+                part = frame.iloc[start:start + settings.batch_size]
                 rows = [to_model.apply(r) for r in part.to_dict("records")]
                 yield pd.DataFrame({"user_id": part["user_id"].to_numpy(),
-                                    **profile_rows(model, rows, names, evidence_events, merge_cosine, half_life_days)})
+                                    **profile_rows(model, rows, names, settings)})
 
     return score
 
@@ -140,8 +139,7 @@ def score_sequences(config: ProfilingConfig, sequences: DataFrame, snapshot_voca
     shipped = sequences.sparkSession.sparkContext.broadcast(translation)
     return sequences.select("user_id", "length", *WEIGHT_DIMENSIONS, "item", "attribute", "gap_bucket",
                             "value_bucket", "ts").mapInPandas(
-        score_partitions(model_key, packed, shipped, names, config.infer.batch_size, config.infer.evidence_events,
-                         config.infer.merge_interests_cosine, config.profile.half_life_days, config.infer.use_gpu),
+        score_partitions(model_key, packed, shipped, names, ProfileSettings.of(config), config.infer.use_gpu),
         SCORED_SCHEMA), translation
 
 

@@ -154,7 +154,7 @@ def model_requirements() -> list[str]:
     """The pinned packages the registered model loads with, as installed here."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas", "cloudpickle")]
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas", "scipy", "cloudpickle")]
 
 
 def log_encoder(model, config: ProfilingConfig) -> str:
@@ -164,14 +164,13 @@ def log_encoder(model, config: ProfilingConfig) -> str:
     from dataclasses import asdict
 
     from profiling.model.encoder import pack_encoder
-    from profiling.model.portable import PortableEncoder, ProfileSettings
+    from profiling.model.portable import PortableEncoder
+    from profiling.model.profiles import ProfileSettings
 
     if model.vocabulary is None:
         raise ValueError("the encoder has no vocabulary: set model.vocabulary before it is registered")
     model.eval()
-    settings = ProfileSettings(
-        evidence_events=config.infer.evidence_events, merge_interests_cosine=config.infer.merge_interests_cosine,
-        half_life_days=config.profile.half_life_days, batch_size=config.infer.batch_size)
+    settings = ProfileSettings.of(config)
     portable = PortableEncoder(model, settings)
     example = portable.example()
     package = Path(__file__).parent

@@ -1,4 +1,5 @@
-"""Near-duplicate interests are merged before the profile tables are written (profiling.interests)."""
+"""Interests are clusters of a user's own events, near-duplicates merged, before the profile tables are
+written (profiling.interests)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from profiling.evaluate import interest_count_fidelity
-from profiling.interests import merge_interests, merged_attention
+from profiling.interests import clustered_interests, merge_interests, merged_attention
 
 
 def _attention(rng, k: int, n: int) -> np.ndarray:
@@ -29,6 +30,42 @@ def test_copies_of_one_interest_become_one_and_the_profile_is_unchanged():
     # explain's merge of the raw output gives another count (here: none merged): each raw interest then
     # counts towards the kept interest closest to it
     assert np.allclose(merged_attention(vectors, weights, attention, kept.vectors, None), kept.attention)
+
+
+def _tastes(rng, sizes: list[int], dim: int = 16) -> np.ndarray:
+    """Event contents around ``len(sizes)`` orthogonal tastes, ``sizes[i]`` events each, in taste order."""
+    axes = np.eye(dim)[:len(sizes)] * 3
+    return np.concatenate([axes[i] + rng.normal(scale=0.2, size=(n, dim)) for i, n in enumerate(sizes)])
+
+
+def test_each_taste_of_a_users_own_events_is_one_interest_weighted_by_its_decayed_share():
+    rng = np.random.default_rng(1)
+    content = _tastes(rng, [6, 3, 3])
+    own = np.ones(12, dtype=bool)
+    decay = np.r_[np.full(6, 0.5), np.ones(6)]
+    kept = clustered_interests(content, own, decay, 4, 2.0, 0.95)
+    assert len(kept.weights) == 3
+    assert kept.weights == pytest.approx([3 / 9, 3 / 9, 3 / 9])  # 6 events at half weight count as 3
+    for m, events in enumerate((range(0, 6), range(6, 9), range(9, 12))):
+        assert set(np.flatnonzero(kept.attention[m])) == set(events)  # each rests on its own events
+        assert kept.attention[m].sum() == pytest.approx(1.0)
+        assert np.allclose(kept.vectors[m], (decay[list(events), None] * content[list(events)]).sum(0)
+                           / decay[list(events)].sum())
+
+
+def test_more_tastes_than_interests_are_joined_down_to_k_and_others_events_never_count():
+    rng = np.random.default_rng(2)
+    content = _tastes(rng, [3] * 6)
+    own = np.ones(18, dtype=bool)
+    own[[0, 4]] = False  # the circle's events, say
+    kept = clustered_interests(content, own, np.ones(18), 4, 2.0, 0.95)
+    assert len(kept.weights) == 4 and kept.weights.sum() == pytest.approx(1.0)
+    assert not kept.attention[:, [0, 4]].any()
+    assert kept.weights.sum() * 16 == pytest.approx(sum(len(np.flatnonzero(a)) for a in kept.attention))
+    assert clustered_interests(content, own, np.ones(18), 4, 1e6, 0.95).weights == pytest.approx([1.0])  # one cut
+    one_own = np.zeros(18, dtype=bool)
+    one_own[3] = True
+    assert clustered_interests(content, one_own, np.ones(18), 4, 2.0, 0.95) is None  # the head's interests serve
 
 
 def test_different_interests_are_kept_in_order_and_none_keeps_every_one():

@@ -275,6 +275,7 @@ class ProfileEncoder(nn.Module):
         importance = torch.softmax(match.masked_fill(real == 0, float("-inf")), dim=-1).nan_to_num(0.0)
         return {
             "evidence_attention": self.evidence_attention(batch, vectors),
+            "event_content": self.event_content(batch),
             "embedding": embedding,
             "interest_embeddings": vectors,
             "interest_weights": weights,
@@ -282,11 +283,16 @@ class ProfileEncoder(nn.Module):
             "event_importance": importance,
         }
 
+    def event_content(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, d) each event's content ``c[t]``: its item and category embeddings (0 for what it lacks)."""
+        has_item, has_category = batch["item"] >= FIRST_KEY, batch["category"] >= FIRST_KEY
+        return (self.embeddings["item"](batch["item"]) * has_item[..., None]
+                + self.embeddings["category"](batch["category"]) * has_category[..., None])
+
     def evidence_attention(self, batch: dict[str, torch.Tensor], vectors: torch.Tensor) -> torch.Tensor:
         """(B, K, T) ``softmax_t(V[k] . c[t])`` over events with an item or a category (0 elsewhere)."""
         has_item, has_category = batch["item"] >= FIRST_KEY, batch["category"] >= FIRST_KEY
-        content = (self.embeddings["item"](batch["item"]) * has_item[..., None]
-                   + self.embeddings["category"](batch["category"]) * has_category[..., None])
+        content = self.event_content(batch)
         scores = (vectors @ content.transpose(1, 2)).masked_fill(~(has_item | has_category)[:, None, :], float("-inf"))
         return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 

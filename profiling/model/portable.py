@@ -12,29 +12,19 @@ event type and source weights of horizon ``short``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
 from profiling.model.inputs import UNKNOWN
-from profiling.model.profiles import WEIGHT_DIMENSIONS, profile_rows
+from profiling.model.profiles import WEIGHT_DIMENSIONS, ProfileSettings, profile_rows
 from profiling.model.vocabulary import KEYED
 
 KEY_COLUMNS = KEYED  # arrays of keys; a key the model never saw, or none, counts as unknown
 NUMBER_COLUMNS = ("gap_bucket", "value_bucket", "ts")  # arrays of int, as user_sequences holds them
 OUTPUT_COLUMNS = ("user_id", "embedding", "interest_embeddings", "interest_weights", "dimension_weights")
-
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    """The settings infer profiles with, as the registering run had them."""
-
-    evidence_events: int
-    merge_interests_cosine: float | None
-    half_life_days: float | None
-    batch_size: int
 
 
 class PortableEncoder(mlflow.pyfunc.PythonModel):
@@ -71,12 +61,12 @@ class PortableEncoder(mlflow.pyfunc.PythonModel):
         vocabulary = self.encoder.vocabulary
         names = {d: vocabulary.names(d) for d in WEIGHT_DIMENSIONS}
         index = {c: vocabulary.indices(c) for c in KEY_COLUMNS}
+        no_evidence = replace(self.settings, evidence_events=0)  # not part of the output
         users = model_input.to_dict("records")
         parts = []
         for start in range(0, len(users), self.settings.batch_size):
             batch = users[start:start + self.settings.batch_size]
-            out = profile_rows(self.encoder, [self._row(u, index) for u in batch], names, 0,
-                               self.settings.merge_interests_cosine, self.settings.half_life_days)
+            out = profile_rows(self.encoder, [self._row(u, index) for u in batch], names, no_evidence)
             parts.append(pd.DataFrame({
                 "user_id": [u["user_id"] for u in batch],
                 "embedding": [v.tolist() for v in out["embedding"]],

@@ -12,14 +12,58 @@ interest's evidence is the events of the newest window its attention rests on mo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from profiling.decay import decay_factors
-from profiling.interests import merge_interests
+from profiling.interests import MergedInterests, clustered_interests, merge_interests
 from profiling.model.inputs import FIRST_KEY, collate, profile_chunks
 
 WEIGHT_DIMENSIONS = ("category", "event_type", "source")
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What shapes a profile besides the encoder: ``infer.*`` and ``profile.half_life_days``."""
+
+    evidence_events: int
+    merge_interests_cosine: float | None
+    interest_cluster_distance: float | None
+    half_life_days: float | None
+    batch_size: int
+
+    @classmethod
+    def of(cls, config) -> ProfileSettings:
+        """From a ``ProfilingConfig``."""
+        return cls(evidence_events=config.infer.evidence_events,
+                   merge_interests_cosine=config.infer.merge_interests_cosine,
+                   interest_cluster_distance=config.infer.interest_cluster_distance,
+                   half_life_days=config.profile.half_life_days, batch_size=config.infer.batch_size)
+
+
+def window_decay(row: Mapping, first: int, n: int, half_life_days: float | None) -> np.ndarray:
+    """The decay factors (``profiling.decay``) of events ``first .. first + n`` of a sequence row."""
+    return decay_factors(row["ts"][:int(row["length"])], half_life_days)[first:first + n]
+
+
+def kept_interests(out: Mapping[str, np.ndarray], window: Mapping[str, np.ndarray], behaviour_idx: int,
+                   max_interests: int, settings: ProfileSettings) -> MergedInterests:
+    """The interests a profile keeps from the encoder's output ``out`` for one ``window`` (with its ``decay``):
+    clusters of the user's own events (``profiling.interests.clustered_interests``), or the head's K
+    interests merged (``interest_cluster_distance`` null, or fewer than two own events)."""
+    n = len(window["item"])
+    if settings.interest_cluster_distance is not None:
+        own = (np.asarray(window["source"]) == behaviour_idx) & (np.asarray(window["item"]) >= FIRST_KEY)
+        found = clustered_interests(out["event_content"][:n], own, window["decay"], max_interests,
+                                    settings.interest_cluster_distance, settings.merge_interests_cosine)
+        if found is not None:
+            width = out["evidence_attention"].shape[-1]
+            return MergedInterests(found.vectors, found.weights,
+                                   np.pad(found.attention, ((0, 0), (0, width - found.attention.shape[1]))),
+                                   found.members)
+    return merge_interests(out["interest_embeddings"], out["interest_weights"], out["evidence_attention"],
+                           settings.merge_interests_cosine)
 
 
 def dimension_weights(row: Mapping, importance: np.ndarray, names: dict[str, dict[int, str]],
@@ -99,8 +143,8 @@ def interest_evidence(row: Mapping, window: dict[str, np.ndarray], first: int, a
     return out
 
 
-def profile_rows(model, rows: Sequence[Mapping], names: dict[str, dict[int, str]], evidence_events: int,
-                 merge_cosine: float | None, half_life_days: float | None) -> dict[str, list]:
+def profile_rows(model, rows: Sequence[Mapping], names: dict[str, dict[int, str]],
+                 settings: ProfileSettings) -> dict[str, list]:
     """Profiles of ``rows`` (``user_sequences`` rows in the model's indices; ``names``: index to key per
     weight dimension) as columns: ``embedding``, ``interest_embeddings``, ``interest_weights``,
     ``dimension_weights`` and ``evidence``, one entry per row."""
@@ -108,7 +152,7 @@ def profile_rows(model, rows: Sequence[Mapping], names: dict[str, dict[int, str]
 
     device = next(model.parameters()).device
     window, behaviour_idx = model.spec.max_len, model.spec.behaviour_idx
-    decay = [decay_factors(r["ts"][:int(r["length"])], half_life_days) for r in rows]
+    decay = [window_decay(r, 0, int(r["length"]), settings.half_life_days) for r in rows]
     chunks = [(i, first, {**w, "decay": decay[i][first:first + len(w["item"])]})
               for i, r in enumerate(rows) for first, w in profile_chunks(r, window, behaviour_idx)]
     with torch.no_grad():
@@ -123,8 +167,8 @@ def profile_rows(model, rows: Sequence[Mapping], names: dict[str, dict[int, str]
         importance[i][first:first + n] = out["event_importance"][j][:n] * n / max(len(importance[i]), 1)
     importance = [share * d for share, d in zip(importance, decay)]
     pick = [newest[i] for i in range(len(rows))]
-    interests = [merge_interests(out["interest_embeddings"][j], out["interest_weights"][j],
-                                 out["evidence_attention"][j], merge_cosine) for j in pick]
+    interests = [kept_interests({k: v[j] for k, v in out.items()}, chunks[j][2], behaviour_idx, model.spec.interests,
+                                settings) for j in pick]
     return {
         "embedding": list(out["embedding"][pick].astype(np.float32)),
         "interest_embeddings": [list(kept.vectors.astype(np.float32)) for kept in interests],
@@ -132,5 +176,5 @@ def profile_rows(model, rows: Sequence[Mapping], names: dict[str, dict[int, str]
         "dimension_weights": [dimension_weights(r, importance[i], names, model.spec.social_idx)
                               for i, r in enumerate(rows)],
         "evidence": [interest_evidence(r, chunks[j][2], chunks[j][1], kept.attention, kept.weights, names,
-                                       evidence_events) for r, j, kept in zip(rows, pick, interests)],
+                                       settings.evidence_events) for r, j, kept in zip(rows, pick, interests)],
     }
