@@ -40,8 +40,13 @@ demo: $(STAMP)
 # Three pytest-xdist workers: most tests wait on JVMs they started (tests/conftest.py groups them).
 PYTEST_WORKERS ?= 3
 
+# The shared-mode tests start a PostgreSQL 15 server on 127.0.0.1: Debian's package, installed once.
+PG_INITDB := /usr/lib/postgresql/15/bin/initdb
+$(PG_INITDB):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
+
 # The two environments install side by side.
-test:
+test: $(PG_INITDB)
 	$(MAKE) --no-print-directory --jobs=2 $(STAMP) $(AIRFLOW_STAMP)
 	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 

@@ -12,13 +12,15 @@ import contextlib
 import fcntl
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from profiling.config import ProfilingConfig
-from profiling.workdir import lock_workdir
+from profiling.exceptions import ConfigError
+from profiling.workdir import lock_workdir, metastore_database
 
 if TYPE_CHECKING:  # pyspark loads only when a session is built: the CLI imports this module at start
     from pyspark.sql import SparkSession
@@ -118,6 +120,41 @@ def first_resolution():
         yield resolved_delta_jars()
 
 
+def ivy_jar(config: ProfilingConfig, coordinate: str) -> Path:
+    """Where Spark's Ivy puts the jar of Maven ``coordinate`` (group:artifact:version)."""
+    group, artifact, version = coordinate.strip().split(":")
+    return _ivy_home(config) / "jars" / f"{group}_{artifact}-{version}.jar"
+
+
+def _ivy_home(config: ProfilingConfig) -> Path:
+    return Path(config.spark.conf.get("spark.jars.ivy", Path.home() / ".ivy2.5.2")).expanduser()
+
+
+def _config_packages(config: ProfilingConfig) -> list[str]:
+    return [p.strip() for p in config.spark.conf.get("spark.jars.packages", "").split(",") if p.strip()]
+
+
+def metastore_driver_classpath(config: ProfilingConfig) -> str:
+    """The jars of the config's ``spark.jars.packages``, resolved from Maven, for the driver JVM's own class
+    path: the metastore database's JDBC driver must be there (Hive's client finds drivers through
+    ``java.sql.DriverManager``, which ignores the jars Spark adds once the JVM runs). Missing jars are
+    resolved first, by a Spark that starts for that alone."""
+    packages = _config_packages(config)
+    jars = [ivy_jar(config, p) for p in packages]
+    if not all(jar.is_file() for jar in jars):
+        resolve = ("from pyspark.sql import SparkSession; SparkSession.builder.master('local[1]')"
+                   f".config('spark.jars.packages', {','.join(packages)!r}).config('spark.ui.enabled', 'false')"
+                   f".config('spark.jars.ivy', {str(_ivy_home(config))!r}).getOrCreate().stop()")
+        done = subprocess.run([sys.executable, "-c", resolve], capture_output=True, text=True, timeout=900)
+        missing = [str(jar) for jar in jars if not jar.is_file()]
+        if done.returncode != 0 or missing:
+            raise ConfigError(f"could not resolve spark.jars.packages {','.join(packages)} for the metastore "
+                              f"database's JDBC driver (missing {', '.join(missing) or 'nothing'}): "
+                              f"{(done.stderr.strip().splitlines() or [''])[-1][:300]}")
+    own = config.spark.conf.get("spark.driver.extraClassPath")
+    return os.pathsep.join([*(str(jar) for jar in jars), *([own] if own else [])])
+
+
 def launched_by_spark_submit() -> bool:
     """True when spark-submit started the JVM before our code ran (it hands Python the gateway port).
 
@@ -174,10 +211,13 @@ def build_spark_session(config: ProfilingConfig) -> SparkSession:
     )
     for key, value in config.spark.conf.items():
         builder = builder.config(key, value)
+    if not submitted and metastore_database(config):  # spark-submit: its --driver-class-path says where
+        builder = builder.config("spark.driver.extraClassPath", metastore_driver_classpath(config))
     # Jars or packages of the config's own go through Spark's resolution as given, Delta's with them.
     own_jars = any(key in config.spark.conf for key in ("spark.jars", "spark.jars.packages"))
     if submitted or own_jars:
-        spark = (builder if submitted else configure_spark_with_delta_pip(builder)).getOrCreate()
+        spark = (builder if submitted else configure_spark_with_delta_pip(builder, _config_packages(config))
+                 ).getOrCreate()
     else:
         spark = _with_recorded_delta_jars(builder)
     spark.sparkContext.setLogLevel(config.spark.log_level)

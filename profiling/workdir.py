@@ -3,8 +3,10 @@
 Derby admits one JVM; a second one fails deep inside Hive with ``XSDB6``. An
 exclusive ``flock`` on ``<workdir>/.lock``, taken before the JVM opens the
 catalog and held until the process exits, turns that into one clear line
-naming the holder. With a shared Hive metastore (``hive.metastore.uris`` in
-``spark.conf``) no lock is taken: that metastore serialises writers itself.
+naming the holder. With a shared metastore in ``spark.conf`` (a Hive metastore service,
+``hive.metastore.uris``, or a metastore database that Spark's Hive client opens over JDBC,
+``spark.hadoop.javax.jdo.option.ConnectionURL`` other than Derby) no lock is taken: that metastore
+admits many processes.
 """
 
 from __future__ import annotations
@@ -20,8 +22,14 @@ from profiling.exceptions import MissingStageOutput, WorkdirBusy
 _held: dict[str, int] = {}
 
 
+def metastore_database(config: ProfilingConfig) -> str | None:
+    """The JDBC URL of a shared metastore database the config names (not the embedded Derby one), else None."""
+    url = config.spark.conf.get("spark.hadoop.javax.jdo.option.ConnectionURL", "")
+    return url if url and not url.startswith("jdbc:derby:") else None
+
+
 def uses_embedded_catalog(config: ProfilingConfig) -> bool:
-    return not any(key.endswith("hive.metastore.uris") for key in config.spark.conf)
+    return not (any(key.endswith("hive.metastore.uris") for key in config.spark.conf) or metastore_database(config))
 
 
 def lock_workdir(config: ProfilingConfig) -> int | None:
