@@ -33,13 +33,13 @@ CLUSTER_USERS = 60
 ID_KEY = "test-only-pseudonym-key-5f1c"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
@@ -63,14 +63,14 @@ def standalone_cluster(tmp_path_factory):
     env = {**os.environ, "SPARK_HOME": str(spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
            "SPARK_LOG_DIR": str(root / "logs"), "SPARK_WORKER_DIR": str(root / "worker"),
            "SPARK_DAEMON_JAVA_OPTS": _jvm_flags()}
-    port = _free_port()
+    port = free_port()
     master_url = f"spark://127.0.0.1:{port}"
     spark_class = str(spark_home() / "bin" / "spark-class")
     commands = {
         "master": [spark_class, "org.apache.spark.deploy.master.Master",
-                   "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(_free_port())],
+                   "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(free_port())],
         "worker": [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                   "--cores", "2", "--memory", "6g", "--webui-port", str(_free_port()),
+                   "--cores", "2", "--memory", "6g", "--webui-port", str(free_port()),
                    "--work-dir", str(root / "worker"), master_url],
     }
     procs: dict[str, subprocess.Popen] = {}
@@ -80,7 +80,7 @@ def standalone_cluster(tmp_path_factory):
             with log.open("w") as sink:
                 procs[name] = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
             if name == "master":
-                _wait_for_port(port, procs[name], log)
+                wait_for_port(port, procs[name], log)
         deadline = time.time() + 120
         while "Successfully registered with master" not in (root / "worker.log").read_text():
             assert time.time() < deadline and procs["worker"].poll() is None, (root / "worker.log").read_text()

@@ -80,7 +80,7 @@ def pytest_itemcollected(item):
 
 # The longest groups first (their measured time, not their test count, decides): a worker that takes
 # Airflow last would leave the others idle at the end. `make test` keeps this order (--no-loadscope-reorder).
-LONGEST_FIRST = ("test_airflow", "session", "cli", "daily", "speed", "cluster")
+LONGEST_FIRST = ("test_airflow", "session", "cli", "daily", "test_shared_mode", "speed", "cluster")
 
 
 def pytest_collection_modifyitems(items):

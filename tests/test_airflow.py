@@ -3,17 +3,17 @@
 Airflow 3.3 and its Spark provider live apart from profiling's environment (the provider's
 pyspark-client overlaps pyspark's files); ``make test`` builds .venv-airflow from
 constraints-airflow.txt. The DAG is parsed by Airflow's DagBag, then run with ``airflow dags test``
-for three days against a local Spark connection, each reading the folder of its date
+for two days against a local Spark connection, each reading the folder of its date
 (``input.dir: .../{date}``, preference and social given as full state):
 
 - day 1: generated logs, no model registered: the full refresh, and the day trains;
 - day 2: new rows only: two new users, two new items and changed frequencies, training skipped (the
-  daily refresh, the model of day 1 scoring items it never saw as unknown);
-- day 3: a user gone from every log (their one preference withdrawn): their profile ends.
+  daily refresh, the model of day 1 scoring items it never saw as unknown); and a user gone from every
+  log (their one preference withdrawn): their profile ends.
 
 Whether a day trains is the DAG's ``check_model_age`` branch: each day's task states show its choice, and
-the branch's callable is asked once more after day 3.
-Each later day costs three spark-submits (ingest, sequences, infer: evaluate runs on training days).
+the branch's callable is asked once more after day 2.
+The later day costs three spark-submits (ingest, sequences, infer: evaluate runs on training days).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
 BIN = Path(sys.executable).parent
 USERS = 60
-FIRST, SECOND, THIRD = "2026-11-02", "2026-11-03", "2026-11-04"
-LEAVER = "u-leaver"  # day 1: one preference and nothing else; day 3: in no log
+FIRST, SECOND = "2026-11-02", "2026-11-03"
+LEAVER = "u-leaver"  # day 1: one preference and nothing else; day 2: in no log
 NEW_USERS, NEW_ITEMS = ("u-new-a", "u-new-b"), ("i-new-1", "i-new-2")
 DAILY_STATES = {**{t: "success" for t in ("ingest", "check_model_age", "sequences", "infer", "check_maintenance_day")},
                 "full_refresh": "skipped", "train": "skipped", "evaluate": "skipped", "maintain": "skipped"}
@@ -151,9 +151,9 @@ def _write(folder: Path, frames: dict[str, pd.DataFrame]) -> None:
         frame.to_csv(folder / f"{log}.csv.gz", index=False, compression="gzip")
 
 
-def _later_days(logs: Path) -> tuple[str, str]:
-    """Days 2 and 3 from day 1's folder; returns the user whose frequencies day 2 changes, and the category
-    of the item it repeats."""
+def _second_day(logs: Path) -> tuple[str, str]:
+    """Day 2 from day 1's folder; returns the user whose frequencies it changes, and the category of the
+    item it repeats."""
     day1 = _read(logs / FIRST)
     behaviour, preference, social, items = (day1[log] for log in ("behaviour", "preference", "social", "items"))
     start = int(behaviour["ts"].astype(int).max()) + 3600
@@ -173,11 +173,9 @@ def _later_days(logs: Path) -> tuple[str, str]:
     new_items = pd.DataFrame([{"item_id": item, "category": items["category"].iloc[0], "title": f"New {item}"}
                               for item in NEW_ITEMS])
     edge = social.head(1).assign(user_id=NEW_USERS[0], other_user_id=behaviour["user_id"].iloc[0])
-    _write(logs / SECOND, {"behaviour": pd.concat([*arrivals, repeats]), "items": new_items,
-                           "preference": preference, "social": pd.concat([social, edge])})  # full state
-    more = behaviour.head(3).assign(ts=[str(start + 200 + i) for i in range(3)])
-    _write(logs / THIRD, {"behaviour": more, "preference": preference[preference["user_id"] != LEAVER],
-                          "social": pd.concat([social, edge])})
+    _write(logs / SECOND, {"behaviour": pd.concat([*arrivals, repeats]), "items": new_items,  # full state:
+                           "preference": preference[preference["user_id"] != LEAVER],  # the leaver's is gone
+                           "social": pd.concat([social, edge])})
     return changed, repeat["category"].iloc[0]
 
 
@@ -189,7 +187,7 @@ def days(airflow_env, tmp_path_factory) -> dict:
     preference = pd.read_csv(logs / FIRST / "preference.csv.gz", dtype=str, keep_default_na=False)
     pd.concat([preference, preference.head(1).assign(user_id=LEAVER)]).to_csv(
         logs / FIRST / "preference.csv.gz", index=False, compression="gzip")
-    changed, changed_category = _later_days(logs)
+    changed, changed_category = _second_day(logs)
     config = root / "profiling.yaml"
     config.write_text(
         f"base: {REPO / 'conf' / 'default.yaml'}\n"
@@ -201,7 +199,7 @@ def days(airflow_env, tmp_path_factory) -> dict:
         "train:\n  epochs: 1\n  num_processes: 1\n"  # DDP's two processes: the shared pipeline and the cluster
         "explain:\n  sample_users: 0\n"  # the DAG is under test here, not the sample figures
     )
-    for date in (FIRST, SECOND, THIRD):
+    for date in (FIRST, SECOND):
         _dags_test(airflow_env, date, config)
     state = _dag_state(airflow_env, config)  # each day's branch is in its task states
     return {"config": config, "work": root / "work", "states": state["states"], "due": state["training_due"],
@@ -233,10 +231,10 @@ def test_the_first_day_runs_every_stage_trains_and_writes_every_user(days):
 
 
 def test_training_is_due_without_a_model_and_not_on_the_days_after_one_was_trained(days):
-    assert days["states"][SECOND] == days["states"][THIRD] == DAILY_STATES
+    assert days["states"][SECOND] == DAILY_STATES
     assert days["due"] == "sequences"  # the model of day 1 is still young
     profiles = table_frame(days["work"], "user_profile_embeddings")
-    assert set(profiles["model_version"]) == {"1"}  # the days after scored with the model of day 1
+    assert set(profiles["model_version"]) == {"1"}  # the day after scored with the model of day 1
 
 
 def test_day_two_rebuilds_and_rescores_only_the_users_its_rows_reach(days):
@@ -262,9 +260,9 @@ def test_day_two_moves_the_long_term_weights_of_the_user_whose_frequencies_chang
     assert abs(by_day[SECOND].sum() - 1) < 1e-9
 
 
-def test_day_three_ends_the_profile_of_the_user_gone_from_every_log(days):
+def test_day_two_ends_the_profile_of_the_user_gone_from_every_log(days):
     for name in ("user_sequences", "user_profile_embeddings", "user_interest_weights"):
         frame = table_frame(days["work"], name)
         removed = frame.set_index("user_id")["removed_on"].dropna().astype(str)
-        assert set(removed.index) == {LEAVER} and set(removed) == {THIRD}, name
-        assert LEAVER in _partition_users(frame, FIRST) and LEAVER not in _partition_users(frame, THIRD), name
+        assert set(removed.index) == {LEAVER} and set(removed) == {SECOND}, name
+        assert LEAVER in _partition_users(frame, FIRST) and LEAVER not in _partition_users(frame, SECOND), name

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cluster import free_port, wait_for_port
 from commands import ENV, PROFILING, SMALL_SPARK, profiling
 
 pytestmark = pytest.mark.jvm
@@ -29,23 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 USERS = 30
 SNAPSHOT = "2026-10-05"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"nothing listens on {port} after {seconds} s:\n{log.read_text()[-3000:]}")
 
 
 def _psql(port: int, database: str, sql: str) -> list[str]:
@@ -64,7 +46,7 @@ def postgres():
     owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if owner:
         shutil.chown(root, "postgres")
-    port = _free_port()
+    port = free_port()
     data = root / "data"
     for command in ([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "profiling"],
                     [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
@@ -83,7 +65,7 @@ def postgres():
 def tracking_server(postgres, tmp_path_factory):
     """``mlflow server`` with the PostgreSQL backend store and served artifacts; its URL and artifact folder."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port, log = _free_port(), root / "server.log"
+    port, log = free_port(), root / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -91,7 +73,7 @@ def tracking_server(postgres, tmp_path_factory):
              "--serve-artifacts", "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
             stdout=out, stderr=subprocess.STDOUT, env={k: v for k, v in ENV.items() if k != "MLFLOW_TRACKING_URI"})
     try:
-        _wait_for_port(port, server, log)
+        wait_for_port(port, server, log)
         yield f"http://127.0.0.1:{port}", root / "artifacts"
     finally:
         server.terminate()
