@@ -157,6 +157,26 @@ def model_requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas", "scipy", "cloudpickle")]
 
 
+def _package_folder(scratch: Path) -> Path:
+    """This package's folder on disk, for the model's ``code_paths``; a copy in ``scratch`` where the package
+    is imported from an archive (spark-submit ``--py-files profiling-….whl``)."""
+    here = Path(__file__).parent
+    if here.is_dir():
+        return here
+    from importlib.resources import files
+
+    def copy(node, to: Path) -> None:
+        to.mkdir(parents=True, exist_ok=True)
+        for child in node.iterdir():
+            if child.is_dir():
+                copy(child, to / child.name)
+            else:
+                (to / child.name).write_bytes(child.read_bytes())
+
+    copy(files("profiling"), scratch / "profiling")
+    return scratch / "profiling"
+
+
 def log_encoder(model, config: ProfilingConfig) -> str:
     """Log the encoder as a portable pyfunc (``profiling.model.portable``: this package's model code and
     pinned requirements travel with it) and register it as the challenger, or as ``current`` when no
@@ -173,8 +193,8 @@ def log_encoder(model, config: ProfilingConfig) -> str:
     settings = ProfileSettings.of(config)
     portable = PortableEncoder(model, settings)
     example = portable.example()
-    package = Path(__file__).parent
     with tempfile.TemporaryDirectory() as folder:
+        package = _package_folder(Path(folder))
         packed = Path(folder) / "encoder.pt"
         packed.write_bytes(pack_encoder(model))
         info = mlflow.pyfunc.log_model(
